@@ -1,0 +1,70 @@
+/*
+** gw_util.h — small shared helpers: an arena allocator, a growable byte
+** buffer, little-endian I/O and SHA-256. Used by both gwc and gwd.
+**
+** Not here: anything that knows about the language or the bytecode.
+*/
+#ifndef GW_UTIL_H
+#define GW_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+/* An arena: many allocations, one free. Memory is never returned piecemeal.
+** gw_arena_alloc() returns zeroed memory owned by the arena. */
+typedef struct GwArenaChunk GwArenaChunk;
+typedef struct GwArena {
+  GwArenaChunk *head;
+  size_t used;        /* bytes handed out, for statistics */
+} GwArena;
+
+void  gw_arena_init(GwArena *a);
+void  gw_arena_free(GwArena *a);
+void *gw_arena_alloc(GwArena *a, size_t n);
+/* A NUL-terminated copy of s[0..n) in the arena. */
+char *gw_arena_strndup(GwArena *a, const char *s, size_t n);
+char *gw_arena_printf(GwArena *a, const char *fmt, ...)
+  __attribute__((format(printf, 2, 3)));
+
+/* A growable byte buffer. The data is owned by the buffer; gw_buf_free()
+** releases it. Allocation failure aborts (the compiler and the loader are
+** not in a position to continue without memory). */
+typedef struct GwBuf {
+  char  *p;
+  size_t n, cap;
+} GwBuf;
+
+void gw_buf_free(GwBuf *b);
+void gw_buf_reserve(GwBuf *b, size_t extra);
+void gw_buf_add(GwBuf *b, const void *p, size_t n);
+void gw_buf_addc(GwBuf *b, char c);
+void gw_buf_adds(GwBuf *b, const char *s);
+void gw_buf_printf(GwBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void gw_buf_vprintf(GwBuf *b, const char *fmt, va_list ap);
+void gw_buf_add_u32(GwBuf *b, uint32_t v);   /* little-endian */
+/* Returns b->p, NUL-terminated (the NUL is not counted in n). */
+const char *gw_buf_cstr(GwBuf *b);
+
+static inline uint32_t gw_get_u32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t gw_get_u64(const unsigned char *p) {
+  return (uint64_t)gw_get_u32(p) | (uint64_t)gw_get_u32(p + 4) << 32;
+}
+static inline void gw_put_u32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8);
+  p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
+}
+
+/* SHA-256 of p[0..n) into out[32] (OpenSSL EVP). */
+void gw_sha256(const void *p, size_t n, unsigned char out[32]);
+
+/* Read a whole file. Returns 0 and an owned, NUL-terminated buffer, or -1
+** with errno set. Refuses files larger than max bytes (errno = EFBIG). */
+int gw_read_file(const char *path, size_t max, char **data, size_t *len);
+
+/* Levenshtein distance between two short strings, capped at 99. */
+int gw_edit_distance(const char *a, const char *b);
+
+#endif
