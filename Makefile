@@ -77,10 +77,16 @@ $(B)/gen/gw_lex.c: grammar/gw.re $(B)/gen/gw_parse.h
 	@echo "  RE2C  $<"
 	$(Q)re2c -W -Werror --no-generation-date -o $@ $<
 
-test: all $(B)/opdoc
+# C test programs: tests/test_NAME.c links the compiler and runtime objects.
+TEST_BINS = $(patsubst tests/%.c,$(B)/%,$(wildcard tests/test_*.c))
+$(B)/test_%: $(B)/obj/tests/test_%.o $(LIB_OBJ)
+	@echo "  LINK  $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_C)
+
+test: all $(B)/opdoc $(TEST_BINS)
 	$(Q)sh tests/run.sh $(B)
 
-test-update: all $(B)/opdoc
+test-update: all $(B)/opdoc $(TEST_BINS)
 	$(Q)GW_UPDATE=1 sh tests/run.sh $(B)
 
 docs: $(B)/opdoc

@@ -181,6 +181,7 @@ struct GwcCompiler {
   /* parser state */
   int         cur_file;
   int         parse_error;         /* the current declaration had a syntax error */
+  const char *next_keyword;        /* for the message about an incomplete declaration */
   int         depth;
   /* sema results */
   Node      **backends;  int nbackends;

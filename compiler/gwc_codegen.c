@@ -84,6 +84,7 @@ static uint32_t konst(Cg *g, int kind, const char *s, size_t n) {
   GwConst *c = &g->p->consts[k];
   c->kind = (uint32_t)kind; c->off = (uint32_t)g->blob.n; c->len = (uint32_t)n;
   gw_buf_add(&g->blob, s, n);
+  gw_buf_addc(&g->blob, 0);          /* every constant is also a C string */
   g->hash[i] = k;
   return k;
 }

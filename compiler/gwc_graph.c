@@ -210,9 +210,13 @@ static int step_eq(const Step *a, const Step *b) {
   return 1;
 }
 
-static int is_prefix(const RPath *a, const RPath *b) {   /* a is a prefix of b */
+/* Whether keeping a keeps everything b reaches: a is a prefix of b, where
+** an "every element" step also covers a field or index step (an array's
+** elements, or an object's values, are kept whole). */
+static int is_prefix(const RPath *a, const RPath *b) {
   if (a->nsteps > b->nsteps) return 0;
-  for (int i = 0; i < a->nsteps; i++) if (!step_eq(&a->steps[i], &b->steps[i])) return 0;
+  for (int i = 0; i < a->nsteps; i++)
+    if (!step_eq(&a->steps[i], &b->steps[i]) && a->steps[i].kind != GW_STEP_EACH) return 0;
   return 1;
 }
 
@@ -232,7 +236,8 @@ static void minimize(ReadSet *rs) {
     int drop = 0;
     for (int j = 0; j < rs->n && !drop; j++) {
       if (i == j) continue;
-      if (is_prefix(&rs->v[j], &rs->v[i]) && (rs->v[j].nsteps < rs->v[i].nsteps || j < i)) drop = 1;
+      int jcovers = is_prefix(&rs->v[j], &rs->v[i]), icovers = is_prefix(&rs->v[i], &rs->v[j]);
+      if (jcovers && (!icovers || j < i)) drop = 1;
     }
     if (!drop) rs->v[n++] = rs->v[i];
   }

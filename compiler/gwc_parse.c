@@ -183,7 +183,10 @@ void gwc_syntax_error(GwcCompiler *C, const GwcToken *t) {
   const char *text = f->text + t->off;
   int tl = (int)t->len;
   if (tl > 40) tl = 40;
-  if (t->type == 0) {
+  if (t->type == TK_SEMI && t->len == 0) {
+    gwc_diag(C, DIAG_ERROR, t->file, t->off, (uint32_t)strlen(C->next_keyword ? C->next_keyword : ""),
+             "unexpected '%s': the declaration before it is incomplete", C->next_keyword ? C->next_keyword : "");
+  } else if (t->type == 0) {
     gwc_diag(C, DIAG_ERROR, t->file, t->off, 0, "unexpected end of file");
   } else if (t->type == TK_ID || t->type == TK_BIND) {
     int nk = 0;
@@ -223,6 +226,22 @@ static void parse_file(GwcCompiler *C, int file, size_t chunk) {
       gwParseFree(P, free);
       P = gwParseAlloc(malloc);
       C->parse_error = 0;
+    }
+    if (depth == 0 && is_toplevel(type)) {
+      /* A declaration keyword at depth 0 always starts a declaration, even
+      ** where the grammar would let it fall back to an identifier (an
+      ** option value): an invisible ';' ends whatever came before. */
+      GwcToken semi = t;
+      semi.type = TK_SEMI;
+      semi.len = 0;
+      C->next_keyword = t.s;
+      gwParse(P, TK_SEMI, semi, C);
+      C->next_keyword = NULL;
+      if (C->parse_error) {
+        gwParseFree(P, free);
+        P = gwParseAlloc(malloc);
+        C->parse_error = 0;
+      }
     }
     gwParse(P, type, t, C);
     if (type == 0) break;

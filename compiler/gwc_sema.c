@@ -204,7 +204,7 @@ static int count_list(const Node *l) { int n = 0; for (; l; l = l->next) n++; re
 
 static void check_opts(GwcCompiler *C, Node *opts, const OptSpec *spec, const char *what);
 
-static void check_opt(GwcCompiler *C, Node *o, const OptSpec *sp) {
+static void check_opt(GwcCompiler *C, Node *o, const OptSpec *sp, const OptSpec *hint_spec) {
   const char *oname = gwc_opt_name(C, o);
   int nv = count_list(o->list);
   switch (sp->kind) {
@@ -290,8 +290,19 @@ static void check_opt(GwcCompiler *C, Node *o, const OptSpec *sp) {
     return;
   default:
     if (nv != 1) {
-      gwc_diag_node(C, DIAG_ERROR, nv ? o->list->next ? o->list->next : o : o,
-                    "'%s' takes one value (%s)", oname, expect_desc(sp->kind));
+      Node *extra = nv ? o->list->next ? o->list->next : o : o;
+      if (extra->kind == V_WORD && hint_spec) {
+        /* most likely a misspelt option that the value list swallowed */
+        const char *names[64];
+        int n = 0;
+        for (const OptSpec *s = hint_spec; s->name && n < 63; s++) names[n++] = s->name;
+        const char *hint = gwc_closest(extra->s, names, n);
+        if (hint) {
+          gwc_diag_node(C, DIAG_ERROR, extra, "unknown option '%s'; did you mean '%s'?", extra->s, hint);
+          return;
+        }
+      }
+      gwc_diag_node(C, DIAG_ERROR, extra, "'%s' takes one value (%s)", oname, expect_desc(sp->kind));
       return;
     }
     check_scalar(C, o, oname, o->list, sp->kind);
@@ -321,7 +332,7 @@ static void check_opts(GwcCompiler *C, Node *opts, const OptSpec *spec, const ch
         continue;
       }
     }
-    check_opt(C, o, sp);
+    check_opt(C, o, sp, spec);
   }
 }
 

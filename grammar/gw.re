@@ -257,6 +257,7 @@ static int lex_string(GwcLexer *L, GwcToken *t) {
           L->cur--;                    /* the newline belongs to the next token */
           lex_error(L, L->str_off, 1, "unterminated string", NULL);
           L->in_string = 0;
+          L->ninterp = 0;              /* abandon any interpolation it was in */
           t->type = resumed ? TK_STREND : TK_STRING;
           goto done;
       }
@@ -325,15 +326,17 @@ static int lex_token(GwcLexer *L, GwcToken *t) {
       digits ("ms" | "s" | "m" | "h" | "d")        { t->type = TK_DURATION; goto text; }
       digits ("b" | "kb" | "mb" | "gb")            { t->type = TK_SIZE; goto text; }
       digits "/" ("s" | "sec" | "second" | "m" | "min" | "minute" | "h" | "hour" | "d" | "day") { t->type = TK_RATE; goto text; }
+      /* Malformed literals are reported and still returned as the token
+      ** they resemble, so the parser does not cascade. */
       digits "/" [A-Za-z][A-Za-z0-9_]* {
           lex_error(L, off_of(L, L->tok), (uint32_t)(L->cur - L->tok),
                     "invalid rate (units: /s /min /h /day; write 'a / b' with spaces to divide)", NULL);
-          continue;
+          t->type = TK_RATE; goto text;
       }
       [0-9] [0-9A-Za-z_]* ("." [0-9A-Za-z_]+)? {
           char *s = gw_arena_strndup(&L->C->arena, (const char *)L->tok, (size_t)(L->cur - L->tok));
           lex_error(L, off_of(L, L->tok), (uint32_t)(L->cur - L->tok), "invalid number", s);
-          continue;
+          t->type = TK_NUMBER; goto text;
       }
       "{"   { L->depth++; t->type = TK_LBRACE; goto done; }
       "}" {

@@ -433,7 +433,8 @@ static int verify(V *v) {
   for (int i = 0; i < NSECTIONS; i++) if (check_fields(v, i)) return -1;
   for (uint32_t k = 0; k < p->n_consts; k++) {
     const GwConst *c = &p->consts[k];
-    if (c->off > p->n_blob || c->len > p->n_blob - c->off) return fail(v, "constant %u outside the blob", k);
+    if (c->off >= p->n_blob || c->len >= p->n_blob - c->off) return fail(v, "constant %u outside the blob", k);
+    if (p->blob[c->off + c->len] != 0) return fail(v, "constant %u is not NUL-terminated", k);
     const unsigned char *s = p->blob + c->off;
     if (c->kind == 0 && !valid_utf8(s, c->len)) return fail(v, "constant %u is not valid UTF-8", k);
     if (c->kind == 1 && !valid_number(s, c->len)) return fail(v, "constant %u is not a JSON number", k);

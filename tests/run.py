@@ -30,6 +30,121 @@ def gwc(*args, **kw):
                           timeout=60, **kw)
 
 
+def golden(name, actual, expected_path):
+    """Compare actual text with the file; GW_UPDATE=1 rewrites the file."""
+    if UPDATE:
+        with open(expected_path, "w") as f:
+            f.write(actual)
+        ok(name)
+        return
+    try:
+        with open(expected_path) as f:
+            expected = f.read()
+    except FileNotFoundError:
+        bad(name, "missing %s (run make test-update)" % os.path.relpath(expected_path, ROOT))
+        return
+    if actual == expected:
+        ok(name)
+    else:
+        import difflib
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
+                                            "expected", "actual", n=2))
+        bad(name, "output differs\n" + diff[:3000])
+
+
+def golden_inputs(sub):
+    d = os.path.join(ROOT, "tests", "golden", sub)
+    if not os.path.isdir(d):
+        return []
+    out = []
+    for x in sorted(os.listdir(d)):
+        full = os.path.join(d, x)
+        if x.endswith(".gw") or os.path.isdir(full):
+            out.append((x[:-3] if x.endswith(".gw") else x, os.path.relpath(full, ROOT)))
+    return out
+
+
+def test_golden_check():
+    """gwc check: the exact diagnostics (caret lines included) and exit status."""
+    for name, rel in golden_inputs("check"):
+        r = gwc("check", rel)
+        golden("check/" + name, r.stderr + r.stdout + "exit %d\n" % r.returncode,
+               os.path.join(ROOT, "tests", "golden", "check", name + ".err"))
+
+
+def test_golden_dump():
+    """gwc dump and gwc routes of compiled sources (the sha256 is masked: it
+    covers absolute directory names, which differ between checkouts)."""
+    import re
+    for name, rel in golden_inputs("dump"):
+        r = gwc("dump", rel)
+        out = re.sub(r"sha256 [0-9a-f]+", "sha256 …", r.stdout)
+        golden("dump/" + name, out + r.stderr + "exit %d\n" % r.returncode,
+               os.path.join(ROOT, "tests", "golden", "dump", name + ".dump"))
+        r = gwc("routes", rel)
+        golden("routes/" + name, r.stdout + r.stderr + "exit %d\n" % r.returncode,
+               os.path.join(ROOT, "tests", "golden", "dump", name + ".routes"))
+
+
+def test_golden_fmt():
+    """gwc fmt: NAME.gw formats to NAME.out, and NAME.out is a fixed point."""
+    d = os.path.join(ROOT, "tests", "golden", "fmt")
+    if not os.path.isdir(d):
+        return
+    for x in sorted(os.listdir(d)):
+        if not x.endswith(".gw"):
+            continue
+        name = x[:-3]
+        rel = os.path.join("tests", "golden", "fmt", x)
+        r = gwc("fmt", "--stdout", rel)
+        golden("fmt/" + name, r.stdout + r.stderr, os.path.join(d, name + ".out"))
+        if UPDATE:
+            continue
+        r2 = gwc("fmt", "--stdout", os.path.join("tests", "golden", "fmt", name + ".out"))
+        if r2.stdout == r.stdout and r2.returncode == 0:
+            ok("fmt/" + name + " idempotent")
+        else:
+            bad("fmt/" + name + " idempotent", "formatting the output changes it again")
+
+
+def test_cli():
+    """The command line: exit codes 0 ok, 1 diagnostics, 2 usage or I/O."""
+    cases = [
+        (["--version"], 0), (["--help"], 0), ([], 2), (["frobnicate"], 2),
+        (["check"], 2), (["check", "tests/golden/check/no-such-file.gw"], 2),
+        (["build", "endpoints"], 2), (["check", "tests/golden/check/duplicates.gw"], 1),
+        (["check", "endpoints"], 0), (["dump", "tests/golden/check/no-such.gwb"], 2),
+    ]
+    for args, want in cases:
+        r = gwc(*args)
+        if r.returncode == want:
+            ok("cli " + " ".join(args))
+        else:
+            bad("cli " + " ".join(args), "exit %d, want %d\n%s" % (r.returncode, want, r.stderr))
+    # build writes a program that dump reads back; a build with errors writes nothing
+    import tempfile
+    with tempfile.TemporaryDirectory() as t:
+        out = os.path.join(t, "demo.gwb")
+        r = gwc("build", "-o", out, "endpoints")
+        r2 = gwc("dump", out)
+        if r.returncode == 0 and r2.returncode == 0 and "endpoint 0:" in r2.stdout:
+            ok("cli build+dump")
+        else:
+            bad("cli build+dump", r.stderr + r2.stderr)
+        bad_out = os.path.join(t, "bad.gwb")
+        r = gwc("build", "-o", bad_out, "tests/golden/check/duplicates.gw")
+        if r.returncode == 1 and not os.path.exists(bad_out):
+            ok("cli build with errors writes nothing")
+        else:
+            bad("cli build with errors writes nothing", "exit %d" % r.returncode)
+
+
+def test_docs():
+    """docs/bytecode.md is generated from the opcode/format tables: keep it current."""
+    r = subprocess.run([os.path.join(B, "opdoc")], capture_output=True, text=True)
+    golden("docs/bytecode.md", r.stdout, os.path.join(ROOT, "docs", "bytecode.md"))
+
+
 def test_examples():
     for d in ["endpoints"] + sorted("examples/" + x for x in os.listdir(os.path.join(ROOT, "examples"))
                                     if os.path.isdir(os.path.join(ROOT, "examples", x))):
@@ -44,6 +159,11 @@ if __name__ == "__main__":
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, tests_dir)
     test_examples()
+    test_golden_check()
+    test_golden_dump()
+    test_golden_fmt()
+    test_cli()
+    test_docs()
     try:
         import suites
         suites.run(sys.modules[__name__])
