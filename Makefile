@@ -9,6 +9,7 @@
 # Generated sources (re2c, lemon) go to $(B)/gen/, never into the tree.
 
 B        ?= build
+GRAMMAR  ?= grammar/gw.y
 CC       ?= cc
 V        ?= 0
 Q         = $(if $(filter 1,$(V)),,@)
@@ -63,10 +64,10 @@ $(B)/obj/gen/%.o: $(B)/gen/%.c
 # lemon: the build fails on any parsing conflict. -c keeps every lookahead
 # explicit in the tables: with %fallback, a compressed default reduction would
 # let a keyword fall back to an identifier where it should end a list.
-$(B)/gen/gw_parse.c $(B)/gen/gw_parse.h: grammar/gw.y
+$(B)/gen/gw_parse.c $(B)/gen/gw_parse.h: $(GRAMMAR)
 	@mkdir -p $(B)/gen
 	@echo "  LEMON $<"
-	$(Q)cp grammar/gw.y $(B)/gen/gw_parse.y
+	$(Q)cp $(GRAMMAR) $(B)/gen/gw_parse.y
 	$(Q)cd $(B)/gen && lemon -q -s -c gw_parse.y > lemon.out 2>&1; st=$$?; \
 	  if grep -q "parsing conflict" lemon.out || [ $$st -ne 0 ]; then cat lemon.out; \
 	    echo "error: the grammar has parsing conflicts (see $(B)/gen/gw_parse.out)"; rm -f gw_parse.c; exit 1; fi; \
@@ -112,4 +113,5 @@ install: all
 clean:
 	rm -rf build build-asan
 
+.SECONDARY:
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -24,6 +24,7 @@ typedef struct Node Node;
 typedef struct GwcFile {
   char       *path;      /* as given or as resolved from an import */
   char       *dir;       /* directory of path, for relative file names */
+  char       *real;      /* realpath, to load each file once */
   char       *text;      /* whole file, NUL-terminated (owned, malloc) */
   size_t      len;
   uint32_t   *lines;     /* byte offset of each line start */

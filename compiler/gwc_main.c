@@ -25,7 +25,7 @@ static void usage(FILE *out) {
         "       gwc build -o OUT.gwb FILES|DIR\n"
         "       gwc dump PROGRAM          (a .gwb, or .gw files / a directory)\n"
         "       gwc routes PROGRAM\n"
-        "       gwc fmt [--check | --stdout] FILES\n"
+        "       gwc fmt [--check | --stdout] FILES|DIR\n"
         "       gwc --version | --help\n"
         "exit status: 0 ok, 1 diagnostics, 2 usage or I/O error\n", out);
 }
@@ -79,30 +79,32 @@ static int write_atomically(const char *path, const void *p, size_t n) {
   return 0;
 }
 
+/* gwc fmt: FILES or directories of them; in place, --check or --stdout. */
 static int cmd_fmt(int argc, char **argv) {
-  int check = 0, to_stdout = 0, rc = 0, nfiles = 0;
+  int check = 0, to_stdout = 0, rc = 0, nargs = 0;
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--check")) { check = 1; continue; }
     if (!strcmp(argv[i], "--stdout")) { to_stdout = 1; continue; }
     if (argv[i][0] == '-') { usage(stderr); return 2; }
-    nfiles++;
+    nargs++;
     GwcCompiler *C = gwc_new();
     C->keep_comments = 1;
-    int f = gwc_load_file(C, argv[i], 0);
-    if (f < 0) { gwc_free(C); rc = 2; continue; }
-    gwc_parse_file(C, f);
-    if (C->nerrors) { gwc_free(C); if (rc < 1) rc = 1; continue; }
-    GwBuf out = {0};
-    gwc_format(C, f, &out);
-    GwcFile *F = C->files[f];
-    int same = out.n == F->len && !memcmp(out.p ? out.p : "", F->text, out.n);
-    if (to_stdout) fwrite(out.p ? out.p : "", 1, out.n, stdout);
-    else if (check) { if (!same) { printf("%s\n", argv[i]); if (rc < 1) rc = 1; } }
-    else if (!same) { int w = write_atomically(argv[i], out.p ? out.p : "", out.n); if (w) rc = w; }
-    gw_buf_free(&out);
+    if (gwc_add_path(C, argv[i]) < 0) { gwc_free(C); rc = 2; continue; }
+    for (int f = 0; f < C->nfiles; f++) {
+      GwcFile *F = C->files[f];
+      gwc_parse_file(C, f);
+      if (F->nerrors) { if (rc < 1) rc = 1; continue; }
+      GwBuf out = {0};
+      gwc_format(C, f, &out);
+      int same = out.n == F->len && !memcmp(out.p ? out.p : "", F->text, out.n);
+      if (to_stdout) fwrite(out.p ? out.p : "", 1, out.n, stdout);
+      else if (check) { if (!same) { printf("%s\n", F->path); if (rc < 1) rc = 1; } }
+      else if (!same) { int w = write_atomically(F->path, out.p ? out.p : "", out.n); if (w) rc = w; }
+      gw_buf_free(&out);
+    }
     gwc_free(C);
   }
-  if (!nfiles) { usage(stderr); return 2; }
+  if (!nargs) { usage(stderr); return 2; }
   return rc;
 }
 

@@ -53,11 +53,8 @@ static char *dirname_of(GwcCompiler *C, const char *path) {
 int gwc_load_file(GwcCompiler *C, const char *path, int imported) {
   char real[PATH_MAX];
   const char *key = realpath(path, real) ? real : path;
-  for (int i = 0; i < C->nfiles; i++) {
-    char r2[PATH_MAX];
-    const char *k2 = realpath(C->files[i]->path, r2) ? r2 : C->files[i]->path;
-    if (strcmp(k2, key) == 0) return i;
-  }
+  for (int i = 0; i < C->nfiles; i++)
+    if (strcmp(C->files[i]->real, key) == 0) return i;
   if (C->nfiles >= GWC_MAX_FILES) {
     gwc_error_plain(C, "too many source files (at most %d)", GWC_MAX_FILES);
     return -1;
@@ -72,6 +69,7 @@ int gwc_load_file(GwcCompiler *C, const char *path, int imported) {
   GwcFile *f = calloc(1, sizeof *f);
   if (!f) abort();
   f->path = gw_arena_strndup(&C->arena, path, strlen(path));
+  f->real = gw_arena_strndup(&C->arena, key, strlen(key));
   f->dir = dirname_of(C, path);
   f->text = text; f->len = len;
   f->imported = imported;

@@ -139,6 +139,25 @@ def test_cli():
             bad("cli build with errors writes nothing", "exit %d" % r.returncode)
 
 
+def test_grammar_conflicts():
+    """The build refuses a grammar with a parsing conflict (lemon would
+    otherwise resolve it silently)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as t:
+        y = os.path.join(t, "gw.y")
+        with open(os.path.join(ROOT, "grammar", "gw.y")) as f:
+            text = f.read()
+        with open(y, "w") as f:
+            f.write(text + "\nexpr(A) ::= expr(X) expr. { A = X; }\n")   # juxtaposition: ambiguous
+        b = os.path.join(t, "b")
+        r = subprocess.run(["make", "--no-print-directory", "B=" + b, "GRAMMAR=" + y, b + "/gen/gw_parse.c"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0 and "parsing conflict" in r.stdout + r.stderr and not os.path.exists(b + "/gen/gw_parse.c"):
+            ok("grammar conflicts fail the build")
+        else:
+            bad("grammar conflicts fail the build", "exit %d\n%s%s" % (r.returncode, r.stdout[-500:], r.stderr[-500:]))
+
+
 def test_docs():
     """docs/bytecode.md is generated from the opcode/format tables: keep it current."""
     r = subprocess.run([os.path.join(B, "opdoc")], capture_output=True, text=True)
@@ -164,6 +183,7 @@ if __name__ == "__main__":
     test_golden_fmt()
     test_cli()
     test_docs()
+    test_grammar_conflicts()
     try:
         import suites
         suites.run(sys.modules[__name__])
