@@ -137,6 +137,7 @@ Node *gwc_node(GwcCompiler *C, int kind, const GwcToken *t);
 Node *gwc_node2(GwcCompiler *C, int kind, int op, Node *a, Node *b);
 Node *gwc_append(Node *list, Node *item);      /* returns list head */
 Node *gwc_with_list(Node *n, Node *list);
+Node *gwc_span_kids(Node *n);                  /* widen n's span over its children */
 Node *gwc_at(Node *n, const GwcToken *t);      /* main token := t */
 Node *gwc_extend(Node *n, const GwcToken *t);  /* span starts at t */
 Node *gwc_end_at(Node *n, const GwcToken *t);
@@ -183,6 +184,7 @@ struct GwcCompiler {
   int         cur_file;
   int         parse_error;         /* the current declaration had a syntax error */
   const char *next_keyword;        /* for the message about an incomplete declaration */
+  GwcToken    last_token;          /* the token being parsed, for stack overflow */
   int         depth;
   /* sema results */
   Node      **backends;  int nbackends;

@@ -61,6 +61,12 @@ Node *gwc_append(Node *list, Node *item) {
   return list;
 }
 
+Node *gwc_span_kids(Node *n) {
+  widen(n, n->a); widen(n, n->b); widen(n, n->c);
+  for (Node *x = n->list; x; x = x->next) widen(n, x);
+  return n;
+}
+
 Node *gwc_with_list(Node *n, Node *list) {
   n->list = list;
   for (Node *x = list; x; x = x->next) widen(n, x);

@@ -173,7 +173,8 @@ void gwc_syntax_error(GwcCompiler *C, const GwcToken *t) {
   if (C->parse_error) return;
   C->parse_error = 1;
   if (!t) {
-    gwc_error_plain(C, "expression or block nested too deeply");
+    const GwcToken *l = &C->last_token;
+    gwc_diag(C, DIAG_ERROR, l->file, l->off, l->len, "expression or block nested too deeply");
     return;
   }
   GwcFile *f = C->files[t->file];
@@ -241,6 +242,7 @@ static void parse_file(GwcCompiler *C, int file, size_t chunk) {
         C->parse_error = 0;
       }
     }
+    C->last_token = t;
     gwParse(P, type, t, C);
     if (type == 0) break;
   }

@@ -188,7 +188,10 @@ static void check_env_call(GwcCompiler *C, Node *v);
 /* Check a value of one of the single-value kinds. */
 static int check_scalar(GwcCompiler *C, const Node *o, const char *oname, Node *v, int kind) {
   if (!value_is(C, v, kind)) {
-    gwc_diag_node(C, DIAG_ERROR, v, "'%s' takes %s, not %s", oname, expect_desc(kind), kind_desc(v));
+    if (v->kind == V_NUM)
+      gwc_diag_node(C, DIAG_ERROR, v, "'%s' takes %s, not %s", oname, expect_desc(kind), v->s);
+    else
+      gwc_diag_node(C, DIAG_ERROR, v, "'%s' takes %s, not %s", oname, expect_desc(kind), kind_desc(v));
     return 0;
   }
   if (v->kind == V_ENV) check_env_call(C, v);
@@ -236,7 +239,7 @@ static void check_opt(GwcCompiler *C, Node *o, const OptSpec *sp, const OptSpec 
       return;
     }
     for (Node *v = o->list->list; v; v = v->next) {
-      if (sp->kind == OK_METHODS && v->kind == V_WORD) {
+      if (sp->kind == OK_METHODS && (v->kind == V_WORD || v->kind == V_STR)) {
         static const char *const m[] = { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", NULL };
         int ok = 0;
         for (int i = 0; m[i]; i++) if (!strcmp(m[i], v->s)) ok = 1;
@@ -342,6 +345,7 @@ typedef struct Scope {
   int ctx;
   Ep *ep;
   int lambda;          /* inside a selection, filter or sort_by key */
+  int no_calls;        /* call results are not available (cache keys) */
   int depth;
 } Scope;
 
@@ -376,7 +380,12 @@ static void resolve_name(GwcCompiler *C, Scope *S, Node *e, const char *name) {
     for (int i = 0; i < ep->nparams; i++)
       if (!strcmp(ep->params[i].name, name)) { e->op = R_PARAM; e->idx = i; ep->params[i].used = 1; return; }
     for (int i = 0; i < ep->ncalls; i++)
-      if (!strcmp(ep->calls[i]->s, name)) { e->op = R_CALL; e->idx = i; return; }
+      if (!strcmp(ep->calls[i]->s, name)) {
+        e->op = R_CALL; e->idx = i;
+        if (S->no_calls)
+          gwc_diag_node(C, DIAG_ERROR, e, "a cache key is computed before any call is made; '%s' is a call result", name);
+        return;
+      }
   }
   for (int i = 0; i < 5; i++)
     if (!strcmp(root_names[i], name)) {
@@ -476,7 +485,15 @@ static void check_expr(GwcCompiler *C, Scope *S, Node *e) {
     check_list(C, S, e->list);
     break;
   }
-  case E_BIN: check_expr(C, S, e->a); check_expr(C, S, e->b); break;
+  case E_BIN:
+    if (e->op >= OPR_EQ && e->op <= OPR_IN)
+      for (Node *x = e->a; x; x = x == e->a ? e->b : NULL)
+        if (x->kind == E_BIN && x->op >= OPR_EQ && x->op <= OPR_IN && !(x->flags & NF_PAREN)) {
+          gwc_diag_node(C, DIAG_ERROR, x, "comparisons do not chain; write (a < b) && (b < c)");
+          break;
+        }
+    check_expr(C, S, e->a); check_expr(C, S, e->b);
+    break;
   case E_UN: check_expr(C, S, e->a); break;
   default: break;
   }
@@ -516,8 +533,20 @@ static void parse_route(GwcCompiler *C, Ep *ep) {
       const char *nend = colon ? colon : close;
       int tail = 0;
       if (nend[-1] == '*') { tail = 1; nend--; }
+      else if (colon && close[-1] == '*') {
+        gwc_diag(C, DIAG_ERROR, d->file, off, len, "a tail parameter {name*} takes no type");
+        goto next;
+      }
       char *name = gw_arena_strndup(&C->arena, s + 1, (size_t)(nend - s - 1));
       seg.text = name;
+      int valid = name[0] && !(name[0] >= '0' && name[0] <= '9') && !memchr(s + 1, '*', (size_t)(nend - s - 1));
+      for (const char *q = name; *q; q++)
+        if (!((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_')) valid = 0;
+      if (!valid) {
+        gwc_diag(C, DIAG_ERROR, d->file, off, len, "invalid path parameter '%.*s' (write {name}, {name:int}, {name:uuid} or {name*})",
+                 (int)len, s);
+        goto next;
+      }
       seg.kind = tail ? GW_SEG_TAIL : GW_SEG_STRING;
       if (colon) {
         char *type = gw_arena_strndup(&C->arena, colon + 1, (size_t)(close - colon - 1));
@@ -545,12 +574,20 @@ static void parse_route(GwcCompiler *C, Ep *ep) {
       Param pr = { name, seg.kind, d, 0 };
       PUSH(ep->params, ep->nparams, pr);
     } else {
+      seg.text = gw_arena_strndup(&C->arena, s, (size_t)(e - s));
+      if (memchr(s, '{', (size_t)(e - s)) || memchr(s, '}', (size_t)(e - s))) {
+        gwc_diag(C, DIAG_ERROR, d->file, off, len, "a path parameter must be a whole segment, like /{id}");
+        goto next;
+      }
       for (const char *q = s; q < e; q++)
-        if (!is_pchar((unsigned char)*q) || *q == '{' || *q == '}') {
-          gwc_diag(C, DIAG_ERROR, d->file, base + (uint32_t)(q - p), 1, "invalid character '%c' in route path", *q);
+        if (!is_pchar((unsigned char)*q)) {
+          unsigned char c = (unsigned char)*q;
+          if (c > 0x20 && c < 0x7f)
+            gwc_diag(C, DIAG_ERROR, d->file, base + (uint32_t)(q - p), 1, "invalid character '%c' in route path", c);
+          else
+            gwc_diag(C, DIAG_ERROR, d->file, base + (uint32_t)(q - p), 1, "invalid character '\\x%02x' in route path", c);
           goto next;
         }
-      seg.text = gw_arena_strndup(&C->arena, s, (size_t)(e - s));
       if (!strcmp(seg.text, ".") || !strcmp(seg.text, ".."))
         gwc_diag(C, DIAG_ERROR, d->file, off, len, "'%s' segments are resolved before routing and cannot be routed", seg.text);
     }
@@ -645,7 +682,7 @@ static void once(GwcCompiler *C, Node **slot, Node *s, const char *what) {
 }
 
 static void check_call(GwcCompiler *C, Ep *ep, Node *s) {
-  Scope S = { CTX_ENDPOINT, ep, 0, 0 };
+  Scope S = { CTX_ENDPOINT, ep, 0, 0, 0 };
   int b = gwc_lookup_backend(C, s->a->s);
   if (b < 0) unknown_in(C, s->a, "backend", s->a->s, C->backends, C->nbackends);
   s->a->idx = b;
@@ -740,10 +777,12 @@ static void check_endpoint(GwcCompiler *C, Node *d) {
     if (x->idx < 0) unknown_in(C, x, "cors policy", x->s, C->corses, C->ncorses);
   }
   if (ep->timeout) check_dur(C, ep->timeout->a, "timeout");
-  Scope S = { CTX_ENDPOINT, ep, 0, 0 };
+  Scope S = { CTX_ENDPOINT, ep, 0, 0, 0 };
   if (ep->cache) {
     check_dur(C, ep->cache->a, "cache");
-    check_list(C, &S, ep->cache->list);
+    Scope K = S;
+    K.no_calls = 1;
+    check_list(C, &K, ep->cache->list);
   }
   for (int i = 0; i < ep->ncalls; i++) check_call(C, ep, ep->calls[i]);
   for (int i = 0; i < ep->nfails; i++) {
@@ -824,7 +863,7 @@ static void check_auth(GwcCompiler *C, Node *d) {
         gwc_diag_node(C, DIAG_ERROR, alg, "one key file cannot serve both HMAC (HS*) and public-key algorithms");
     }
     Node *r = gwc_opt(d->list, "require");
-    if (r && r->a) { Scope S = { CTX_REQUIRE, NULL, 0, 0 }; check_expr(C, &S, r->a); }
+    if (r && r->a) { Scope S = { CTX_REQUIRE, NULL, 0, 0, 0 }; check_expr(C, &S, r->a); }
   } else {
     check_opts(C, d->list, apikey_spec, "auth apikey");
     if (!gwc_opt(d->list, "keys file")) gwc_diag_node(C, DIAG_ERROR, d, "auth '%s' needs 'keys file'", d->s);
@@ -850,7 +889,7 @@ static void check_limit(GwcCompiler *C, Node *d) {
       if (!value_is(C, o->list, OK_INT) || o->list->ival == 0)
         gwc_diag_node(C, DIAG_ERROR, o->list, "'burst' takes a whole number above 0, not %s", kind_desc(o->list));
     } else if (k == 1) {
-      Scope S = { CTX_LIMIT, NULL, 0, 0 };
+      Scope S = { CTX_LIMIT, NULL, 0, 0, 0 };
       check_expr(C, &S, o->a);
     } else {
       const char *const *w = k == 2 ? store_words : onerror_words;
@@ -883,7 +922,7 @@ static void check_backend(GwcCompiler *C, Node *d) {
     }
   Node *h = gwc_opt(d->list, "headers");
   if (h && h->a) {
-    Scope S = { CTX_BACKEND, NULL, 0, 0 };
+    Scope S = { CTX_BACKEND, NULL, 0, 0, 0 };
     if (h->a->kind != E_OBJ) gwc_diag_node(C, DIAG_ERROR, h->a, "backend 'headers' takes an object { \"Name\": value }");
     check_expr(C, &S, h->a);
   }

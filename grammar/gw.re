@@ -169,6 +169,29 @@ static void utf8(GwBuf *b, unsigned cp) {
   else { o[0] = (char)(0xF0 | cp >> 18); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F)); o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F)); gw_buf_add(b, o, 4); }
 }
 
+/* Strings become program constants, which must be UTF-8 (RFC 3629). */
+static int valid_utf8(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    if (c < 0x80) { i++; continue; }
+    int len; unsigned cp;
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
+    else return 0;
+    if (n - i < (size_t)len) return 0;
+    for (int k = 1; k < len; k++) {
+      if ((s[i + k] & 0xC0) != 0x80) return 0;
+      cp = cp << 6 | (s[i + k] & 0x3F);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp < 0xE000))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+      return 0;
+    i += (size_t)len;
+  }
+  return 1;
+}
+
 static unsigned hex4(const unsigned char *p) {
   unsigned v = 0;
   for (int i = 0; i < 4; i++) {
@@ -196,7 +219,7 @@ static unsigned hex4(const unsigned char *p) {
   number = int ("." [0-9]+)? ([eE] [+-]? [0-9]+)?;
   hex    = [0-9a-fA-F];
   pchar  = [^ \t\r\n{}#"\x00];
-  pparam = "{" id (":" id)? "*"? "}";
+  pparam = "{" [^{}/ \t\r\n#"\x00]* "}";   /* checked by gwc_sema.c */
 */
 
 /* The rest of a string after its opening quote (or after the `}` that
@@ -272,6 +295,8 @@ static int lex_string(GwcLexer *L, GwcToken *t) {
 done:
   t->off = L->str_off;
   t->len = off_of(L, L->cur) - L->str_off;
+  if (!valid_utf8((const unsigned char *)(L->sb.p ? L->sb.p : ""), L->sb.n))
+    lex_error(L, t->off, t->len, "string is not valid UTF-8", NULL);
   t->s = gw_arena_strndup(&L->C->arena, L->sb.p ? L->sb.p : "", L->sb.n);
   t->n = L->sb.n;
   return t->type;
@@ -288,6 +313,11 @@ static int lex_token(GwcLexer *L, GwcToken *t) {
     /*!re2c
       $       { t->type = 0; goto done; }
       ws+     { continue; }
+      "\xEF\xBB\xBF" {
+          if (off_of(L, L->tok) == 0) continue;     /* a UTF-8 byte order mark */
+          lex_error(L, off_of(L, L->tok), 3, "invalid character", "U+FEFF");
+          continue;
+      }
       "#" [^\n\x00]* {
           if (L->C->keep_comments) {
             GwcToken c = { 0, off_of(L, L->tok), (uint32_t)(L->cur - L->tok), NULL, 0, L->file };

@@ -63,14 +63,14 @@ decl ::= SERVER(T) LBRACE sopts(L) RBRACE(E). { gwc_decl(C, gwc_end_at(gwc_with_
 decl ::= BACKEND(T) ID(N) LBRACE opts(L) RBRACE(E). { gwc_decl(C, gwc_end_at(gwc_with_list(gwc_extend(gwc_node(C, D_BACKEND, &N), &T), L), &E)); }
 decl ::= AUTH(T) ID(N) JWT LBRACE opts(L) RBRACE(E). { gwc_decl(C, gwc_end_at(gwc_with_list(gwc_extend(gwc_node(C, D_AUTH, &N), &T), L), &E)); }
 decl ::= AUTH(T) ID(N) APIKEY LBRACE opts(L) RBRACE(E). { Node *d = gwc_end_at(gwc_with_list(gwc_extend(gwc_node(C, D_AUTH, &N), &T), L), &E); d->op = 1; gwc_decl(C, d); }
-decl ::= LIMIT(T) ID(N) val(R) limopts(L). { Node *d = gwc_with_list(gwc_extend(gwc_node(C, D_LIMIT, &N), &T), L); d->a = R; gwc_decl(C, d); }
+decl ::= LIMIT(T) ID(N) val(R) limopts(L). { Node *d = gwc_with_list(gwc_extend(gwc_node(C, D_LIMIT, &N), &T), L); d->a = R; gwc_decl(C, gwc_span_kids(d)); }
 decl ::= CORS(T) ID(N) LBRACE opts(L) RBRACE(E). { gwc_decl(C, gwc_end_at(gwc_with_list(gwc_extend(gwc_node(C, D_CORS, &N), &T), L), &E)); }
 decl ::= ENDPOINT(T) method(M) PATH(P) LBRACE stmts(L) RBRACE(E).
                                        { Node *d = gwc_extend(gwc_node(C, D_ENDPOINT, &P), &T); d->a = M; gwc_decl(C, gwc_end_at(gwc_with_list(d, L), &E)); }
 
 %type method { Node * }
 method(A) ::= METHOD(T).               { A = gwc_node(C, V_WORD, &T); }
-method(A) ::= STAR(T).                 { A = gwc_node(C, V_WORD, &T); }
+method(A) ::= STAR(T).                 { A = gwc_node(C, V_WORD, &T); A->s = "*"; A->n = 1; }
 
 /* ---- option blocks -------------------------------------------------------
 ** Option values are parsed generically; compiler/gwc_sema.c checks which
@@ -87,15 +87,15 @@ opts(A) ::= opts(L) opt(O).            { A = gwc_append(L, O); }
 opts(A) ::= opts(L) SEMI.              { A = L; }
 
 opt(A) ::= optname(N) vals(V).         { A = gwc_option(C, &N, V); }
-opt(A) ::= HEADERS(N) expr(E).         { A = gwc_option(C, &N, NULL); A->a = E; }
-opt(A) ::= REQUIRE(N) expr(E).         { A = gwc_option(C, &N, NULL); A->a = E; }
+opt(A) ::= HEADERS(N) expr(E).         { A = gwc_option(C, &N, NULL); A->a = E; gwc_span_kids(A); }
+opt(A) ::= REQUIRE(N) expr(E).         { A = gwc_option(C, &N, NULL); A->a = E; gwc_span_kids(A); }
 opt(A) ::= KEY(N) FILE(W) val(V).      { A = gwc_option2(C, &N, &W, V); }
 opt(A) ::= KEYS(N) FILE(W) val(V).     { A = gwc_option2(C, &N, &W, V); }
 opt(A) ::= JWKS(N) FILE(W) val(V).     { A = gwc_option2(C, &N, &W, V); }
 opt(A) ::= JWKS(N) URL(W) val(V).      { A = gwc_option2(C, &N, &W, V); }
-opt(A) ::= JWKS(N) URL(W) val(V) REFRESH val(R). { A = gwc_option2(C, &N, &W, gwc_append(V, R)); }
+opt(A) ::= JWKS(N) URL(W) val(V) REFRESH val(R). { A = gwc_span_kids(gwc_option2(C, &N, &W, gwc_append(V, R))); }
 opt(A) ::= FROM(N) HEADER(W) val(V).   { A = gwc_option2(C, &N, &W, V); }
-opt(A) ::= FROM(N) HEADER(W) val(V) BEARER(B). { A = gwc_option2(C, &N, &W, gwc_append(V, gwc_value(C, V_WORD, &B))); }
+opt(A) ::= FROM(N) HEADER(W) val(V) BEARER(B). { A = gwc_span_kids(gwc_option2(C, &N, &W, gwc_append(V, gwc_value(C, V_WORD, &B)))); }
 opt(A) ::= FROM(N) QUERY(W) val(V).    { A = gwc_option2(C, &N, &W, V); }
 opt(A) ::= FROM(N) COOKIE(W) val(V).   { A = gwc_option2(C, &N, &W, V); }
 
@@ -131,7 +131,7 @@ vlist1(A) ::= vlist1(L) COMMA val(V).  { A = gwc_append(L, V); }
 limopts(A) ::= .                       { A = NULL; }
 limopts(A) ::= limopts(L) limopt(O).   { A = gwc_append(L, O); }
 limopt(A) ::= BURST(N) val(V).         { A = gwc_option(C, &N, V); }
-limopt(A) ::= BY(N) expr(E).           { A = gwc_option(C, &N, NULL); A->a = E; }
+limopt(A) ::= BY(N) expr(E).           { A = gwc_option(C, &N, NULL); A->a = E; gwc_span_kids(A); }
 limopt(A) ::= STORE(N) val(V).         { A = gwc_option(C, &N, V); }
 limopt(A) ::= ON_ERROR(N) val(V).      { A = gwc_option(C, &N, V); }
 
@@ -141,23 +141,23 @@ stmts(A) ::= stmts(L) stmt(S).         { A = gwc_append(L, S); }
 stmts(A) ::= stmts(L) SEMI.            { A = L; }
 
 stmt(A) ::= AUTH(T) authnames(L).      { A = gwc_with_list(gwc_node(C, S_AUTH, &T), L); }
-stmt(A) ::= AUTH(T) NONE.              { A = gwc_node(C, S_AUTH, &T); A->op = 1; }
+stmt(A) ::= AUTH(T) NONE(N).           { A = gwc_end_at(gwc_node(C, S_AUTH, &T), &N); A->op = 1; }
 stmt(A) ::= LIMIT(T) idlist(L).        { A = gwc_with_list(gwc_node(C, S_LIMIT, &T), L); }
-stmt(A) ::= CORS(T) ID(N).             { A = gwc_node(C, S_CORS, &T); A->a = gwc_value(C, V_WORD, &N); }
-stmt(A) ::= CACHE(T) val(V).           { A = gwc_node(C, S_CACHE, &T); A->a = V; }
-stmt(A) ::= CACHE(T) val(V) BY exprlist(L). { A = gwc_with_list(gwc_node(C, S_CACHE, &T), L); A->a = V; }
-stmt(A) ::= TIMEOUT(T) val(V).         { A = gwc_node(C, S_TIMEOUT, &T); A->a = V; }
+stmt(A) ::= CORS(T) ID(N).             { A = gwc_node(C, S_CORS, &T); A->a = gwc_value(C, V_WORD, &N); gwc_span_kids(A); }
+stmt(A) ::= CACHE(T) val(V).           { A = gwc_node(C, S_CACHE, &T); A->a = V; gwc_span_kids(A); }
+stmt(A) ::= CACHE(T) val(V) BY exprlist(L). { A = gwc_with_list(gwc_node(C, S_CACHE, &T), L); A->a = V; gwc_span_kids(A); }
+stmt(A) ::= TIMEOUT(T) val(V).         { A = gwc_node(C, S_TIMEOUT, &T); A->a = V; gwc_span_kids(A); }
 stmt(A) ::= BIND(N) ASSIGN ID(B) METHOD(M) strexpr(U) callopts(L). [CALLEND]
-                                       { A = gwc_with_list(gwc_node(C, S_CALL, &N), L); A->a = gwc_value(C, V_WORD, &B); A->b = gwc_value(C, V_WORD, &M); A->c = U; }
-stmt(A) ::= FAIL(T) STATUS(S) IF expr(E). { A = gwc_node(C, S_FAIL, &T); A->a = gwc_value(C, V_NUM, &S); A->c = E; }
-stmt(A) ::= FAIL(T) STATUS(S) expr(B) IF expr(E). { A = gwc_node(C, S_FAIL, &T); A->a = gwc_value(C, V_NUM, &S); A->b = B; A->c = E; }
+                                       { A = gwc_with_list(gwc_node(C, S_CALL, &N), L); A->a = gwc_value(C, V_WORD, &B); A->b = gwc_value(C, V_WORD, &M); A->c = U; gwc_span_kids(A); }
+stmt(A) ::= FAIL(T) STATUS(S) IF expr(E). { A = gwc_node(C, S_FAIL, &T); A->a = gwc_value(C, V_NUM, &S); A->c = E; gwc_span_kids(A); }
+stmt(A) ::= FAIL(T) STATUS(S) expr(B) IF expr(E). { A = gwc_node(C, S_FAIL, &T); A->a = gwc_value(C, V_NUM, &S); A->b = B; A->c = E; gwc_span_kids(A); }
 stmt(A) ::= RESPOND(T).                { A = gwc_node(C, S_RESPOND, &T); }
-stmt(A) ::= RESPOND(T) expr(B).        { A = gwc_node(C, S_RESPOND, &T); A->b = B; }
-stmt(A) ::= RESPOND(T) STATUS(S).      { A = gwc_node(C, S_RESPOND, &T); A->a = gwc_value(C, V_NUM, &S); }
-stmt(A) ::= RESPOND(T) STATUS(S) expr(B). { A = gwc_node(C, S_RESPOND, &T); A->a = gwc_value(C, V_NUM, &S); A->b = B; }
-stmt(A) ::= HEADER(T) STRING(N) ASSIGN expr(E). { A = gwc_node(C, S_HEADER, &T); A->a = gwc_str_lit(C, &N); A->b = E; }
-stmt(A) ::= PROXY(T) ID(B).            { A = gwc_node(C, S_PROXY, &T); A->a = gwc_value(C, V_WORD, &B); }
-stmt(A) ::= PROXY(T) ID(B) strexpr(U). { A = gwc_node(C, S_PROXY, &T); A->a = gwc_value(C, V_WORD, &B); A->c = U; }
+stmt(A) ::= RESPOND(T) expr(B).        { A = gwc_node(C, S_RESPOND, &T); A->b = B; gwc_span_kids(A); }
+stmt(A) ::= RESPOND(T) STATUS(S).      { A = gwc_node(C, S_RESPOND, &T); A->a = gwc_value(C, V_NUM, &S); gwc_span_kids(A); }
+stmt(A) ::= RESPOND(T) STATUS(S) expr(B). { A = gwc_node(C, S_RESPOND, &T); A->a = gwc_value(C, V_NUM, &S); A->b = B; gwc_span_kids(A); }
+stmt(A) ::= HEADER(T) STRING(N) ASSIGN expr(E). { A = gwc_node(C, S_HEADER, &T); A->a = gwc_str_lit(C, &N); A->b = E; gwc_span_kids(A); }
+stmt(A) ::= PROXY(T) ID(B).            { A = gwc_node(C, S_PROXY, &T); A->a = gwc_value(C, V_WORD, &B); gwc_span_kids(A); }
+stmt(A) ::= PROXY(T) ID(B) strexpr(U). { A = gwc_node(C, S_PROXY, &T); A->a = gwc_value(C, V_WORD, &B); A->c = U; gwc_span_kids(A); }
 
 authnames(A) ::= ID(N).                { A = gwc_value(C, V_WORD, &N); }
 authnames(A) ::= authnames(L) OR ID(N). { A = gwc_append(L, gwc_value(C, V_WORD, &N)); }
@@ -167,14 +167,14 @@ idlist(A) ::= idlist(L) COMMA ID(N).   { A = gwc_append(L, gwc_value(C, V_WORD, 
 
 callopts(A) ::= .                      { A = NULL; }
 callopts(A) ::= callopts(L) callopt(O). { A = gwc_append(L, O); }
-callopt(A) ::= QUERY(N) expr(E).       { A = gwc_option(C, &N, NULL); A->a = E; }
-callopt(A) ::= HEADERS(N) expr(E).     { A = gwc_option(C, &N, NULL); A->a = E; }
-callopt(A) ::= BODY(N) expr(E).        { A = gwc_option(C, &N, NULL); A->a = E; }
+callopt(A) ::= QUERY(N) expr(E).       { A = gwc_option(C, &N, NULL); A->a = E; gwc_span_kids(A); }
+callopt(A) ::= HEADERS(N) expr(E).     { A = gwc_option(C, &N, NULL); A->a = E; gwc_span_kids(A); }
+callopt(A) ::= BODY(N) expr(E).        { A = gwc_option(C, &N, NULL); A->a = E; gwc_span_kids(A); }
 callopt(A) ::= TIMEOUT(N) val(V).      { A = gwc_option(C, &N, V); }
 callopt(A) ::= CACHE(N) val(V).        { A = gwc_option(C, &N, V); }
 callopt(A) ::= OPTIONAL(N).            { A = gwc_option(C, &N, NULL); }
-callopt(A) ::= DEFAULT(N) expr(E).     { A = gwc_option(C, &N, NULL); A->a = E; }
-callopt(A) ::= IF(N) expr(E).          { A = gwc_option(C, &N, NULL); A->a = E; }
+callopt(A) ::= DEFAULT(N) expr(E).     { A = gwc_option(C, &N, NULL); A->a = E; gwc_span_kids(A); }
+callopt(A) ::= IF(N) expr(E).          { A = gwc_option(C, &N, NULL); A->a = E; gwc_span_kids(A); }
 
 strexpr(A) ::= STRING(T).              { A = gwc_str_lit(C, &T); }
 strexpr(A) ::= STRBEG(T) expr(E) strtail(R). { A = gwc_istr(C, &T, E, R); }

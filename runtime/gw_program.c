@@ -148,6 +148,9 @@ int gw_program_write(const GwProgram *cp, GwBuf *out) {
 typedef struct V {
   GwProgram *p;
   char *err; size_t errlen;
+  /* scratch for block_reads: a DFS stack and a visit stamp per block, so
+  ** each block is scanned once per query however often lambdas share it */
+  uint32_t *rd_stack, *rd_stamp, rd_gen;
 } V;
 
 static int fail(V *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -325,13 +328,19 @@ static int check_block(V *v, uint32_t b, int *depthbuf) {
 }
 
 /* Calls read by block b, following its lambdas (which come later). */
-static void block_reads(GwProgram *p, uint32_t b, uint8_t *reads, uint32_t ncalls) {
-  const GwBlock *B = &p->blocks[b];
-  for (uint32_t pc = 0; pc < B->code_count; pc++) {
-    uint32_t ins = p->code[B->code_first + pc].ins;
-    uint32_t op = GW_INS_OP(ins), a = GW_INS_A(ins);
-    if (op == GW_OP_RESULT && a < ncalls) reads[a] = 1;
-    else if (gw_ops[op].fmt == GW_FMT_BLOCK) block_reads(p, a, reads, ncalls);
+static void block_reads(V *v, uint32_t b, uint8_t *reads, uint32_t ncalls) {
+  GwProgram *p = v->p;
+  uint32_t sp = 0, *rd_stack = v->rd_stack, *rd_stamp = v->rd_stamp, rd_gen = ++v->rd_gen;
+  rd_stack[sp++] = b;
+  rd_stamp[b] = rd_gen;
+  while (sp) {
+    const GwBlock *B = &p->blocks[rd_stack[--sp]];
+    for (uint32_t pc = 0; pc < B->code_count; pc++) {
+      uint32_t ins = p->code[B->code_first + pc].ins;
+      uint32_t op = GW_INS_OP(ins), a = GW_INS_A(ins);
+      if (op == GW_OP_RESULT && a < ncalls) reads[a] = 1;
+      else if (gw_ops[op].fmt == GW_FMT_BLOCK && rd_stamp[a] != rd_gen) { rd_stamp[a] = rd_gen; rd_stack[sp++] = a; }
+    }
   }
 }
 
@@ -347,7 +356,7 @@ static int block_ok_for(V *v, uint32_t b, uint32_t ep, const char *what) {
 static int reads_within(V *v, uint32_t b, uint32_t ncalls, uint32_t first, uint32_t count, uint8_t *tmp, const char *what) {
   if (b == GW_NONE) return 0;
   memset(tmp, 0, ncalls);
-  block_reads(v->p, b, tmp, ncalls);
+  block_reads(v, b, tmp, ncalls);
   for (uint32_t i = 0; i < count; i++) { uint32_t c = v->p->deps[first + i].call; if (c < ncalls) tmp[c] = 0; }
   for (uint32_t c = 0; c < ncalls; c++)
     if (tmp[c]) return fail(v, "%s reads call %u without depending on it", what, c);
@@ -476,19 +485,26 @@ static int verify(V *v) {
       rc = fail(v, "limit %u: key block is not global", i);
     if (!rc && (p->limits[i].count == 0 || p->limits[i].period_ms == 0)) rc = fail(v, "limit %u: zero rate", i);
   }
+  v->rd_stack = calloc((size_t)p->n_blocks + 1, sizeof *v->rd_stack);
+  v->rd_stamp = calloc((size_t)p->n_blocks + 1, sizeof *v->rd_stamp);
+  v->rd_gen = 0;
+  if (!v->rd_stack || !v->rd_stamp) rc = rc ? rc : fail(v, "out of memory");
   for (uint32_t e = 0; e < p->n_endpoints && !rc; e++) rc = check_endpoint(v, e, tmp, color);
+  free(v->rd_stack); free(v->rd_stamp);
+  v->rd_stack = v->rd_stamp = NULL;
   free(depth); free(tmp); free(color);
   return rc;
 }
 
 GwProgram *gw_program_load(const void *image, size_t size, char *err, size_t errlen) {
   const unsigned char *img = image;
-  V v = { NULL, err, errlen };
+  V v = { NULL, err, errlen, NULL, NULL, 0 };
   if (errlen) err[0] = 0;
-  if (size < GW_HEADER_SIZE || memcmp(img, GW_MAGIC, 8) != 0) {
+  if (size < 8 || memcmp(img, GW_MAGIC, 8) != 0) {
     fail(&v, size < 8 ? "not a gw program (file too short)" : "not a gw program (bad magic)");
     return NULL;
   }
+  if (size < GW_HEADER_SIZE) { fail(&v, "truncated program (header)"); return NULL; }
   if (size > GW_MAX_FILE_SIZE) { fail(&v, "program too large (%zu bytes)", size); return NULL; }
   uint32_t version = gw_get_u32(img + 8), nsec = gw_get_u32(img + 12);
   if (version != GW_FORMAT_VERSION) {

@@ -158,6 +158,39 @@ def test_grammar_conflicts():
             bad("grammar conflicts fail the build", "exit %d\n%s%s" % (r.returncode, r.stdout[-500:], r.stderr[-500:]))
 
 
+def test_sources_formatted():
+    """The repository's own .gw files are in gwc fmt's canonical layout."""
+    r = gwc("fmt", "--check", "endpoints", "examples")
+    if r.returncode == 0:
+        ok("endpoints/ and examples/ are formatted")
+    else:
+        bad("endpoints/ and examples/ are formatted", "run build/gwc fmt on:\n" + r.stdout + r.stderr)
+
+
+def test_doc_examples():
+    """Every ```gw block of the docs is a complete program that compiles."""
+    import re, tempfile
+    n = 0
+    for doc in ["docs/language.md", "README.md"]:
+        with open(os.path.join(ROOT, doc)) as f:
+            text = f.read()
+        for i, m in enumerate(re.finditer(r"^```gw\n(.*?)^```", text, re.S | re.M)):
+            n += 1
+            line = text[:m.start()].count("\n") + 1
+            with tempfile.TemporaryDirectory() as t:
+                path = os.path.join(t, "example.gw")
+                with open(path, "w") as f:
+                    f.write(m.group(1))
+                r = gwc("check", path)
+            name = "%s:%d example compiles" % (doc, line)
+            if r.returncode == 0 and " error: " not in r.stderr:
+                ok(name)
+            else:
+                bad(name, r.stderr)
+    if n == 0:
+        bad("doc examples", "no ```gw blocks found")
+
+
 def test_docs():
     """docs/bytecode.md is generated from the opcode/format tables: keep it current."""
     r = subprocess.run([os.path.join(B, "opdoc")], capture_output=True, text=True)
@@ -184,6 +217,8 @@ if __name__ == "__main__":
     test_cli()
     test_docs()
     test_grammar_conflicts()
+    test_sources_formatted()
+    test_doc_examples()
     try:
         import suites
         suites.run(sys.modules[__name__])
