@@ -131,6 +131,21 @@ def test_cli():
             ok("cli build+dump")
         else:
             bad("cli build+dump", r.stderr + r2.stderr)
+        # env() is a reference resolved by gwd: the value never enters the .gwb
+        src = os.path.join(t, "secret.gw")
+        with open(src, "w") as f:
+            f.write('backend b {\n    url env("GW_TEST_URL", "http://127.0.0.1:1")\n'
+                    '    headers { "X-Key": env("GW_TEST_SECRET") }\n}\n'
+                    'endpoint GET /a {\n    x = b GET "/{env("GW_TEST_SECRET2")}"\n    respond x\n}\n')
+        secret_out = os.path.join(t, "secret.gwb")
+        env = dict(os.environ, GW_TEST_SECRET="s3cr3t-value-1", GW_TEST_SECRET2="s3cr3t-value-2",
+                   GW_TEST_URL="http://s3cr3t-host:9")
+        r = subprocess.run([GWC, "build", "-o", secret_out, src], capture_output=True, text=True, env=env)
+        data = open(secret_out, "rb").read() if r.returncode == 0 else b""
+        if r.returncode == 0 and b"s3cr3t" not in data and b"GW_TEST_SECRET" in data:
+            ok("cli env() values never enter the .gwb")
+        else:
+            bad("cli env() values never enter the .gwb", "exit %d %s" % (r.returncode, r.stderr))
         bad_out = os.path.join(t, "bad.gwb")
         r = gwc("build", "-o", bad_out, "tests/golden/check/duplicates.gw")
         if r.returncode == 1 and not os.path.exists(bad_out):
