@@ -20,6 +20,8 @@ OPT      ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP
 CPPFLAGS += -Iruntime -Icompiler -I$(B)/gen
 LDLIBS_C  = -lcrypto
+# The runtime's libraries (libcurl with OpenSSL, libevent, yajl, OpenSSL).
+LDLIBS_R  = -lcurl -levent_pthreads -levent -lyajl -lssl -lcrypto -lpthread -lm
 
 # Debian packages the build and the tests need.
 DEB_PKGS  = re2c lemon libcurl4-openssl-dev libevent-dev libyajl-dev libjwt-dev \
@@ -34,9 +36,13 @@ GEN_SRC    = $(B)/gen/gw_lex.c $(B)/gen/gw_parse.c
 
 LIB_OBJ  = $(patsubst %.c,$(B)/obj/%.o,$(COMMON_SRC) $(COMPILER_SRC)) \
            $(B)/obj/gen/gw_lex.o $(B)/obj/gen/gw_parse.o
+# gwd: every runtime/gwr_*.c, plus the compiler (it compiles .gw in process).
+RT_SRC   = $(wildcard runtime/gwr_*.c)
+RT_OBJ   = $(patsubst %.c,$(B)/obj/%.o,$(RT_SRC))
+GWD      = $(if $(wildcard runtime/gwd_main.c),$(B)/gwd)
 
 .PHONY: all deps test test-update asan bench bench-compile run demo install clean help docs check-docs
-all: deps $(B)/gwc
+all: deps $(B)/gwc $(GWD)
 
 help:
 	@echo "targets: all test test-update asan bench bench-compile run demo install clean deps docs"
@@ -47,6 +53,10 @@ deps:
 $(B)/gwc: $(LIB_OBJ) $(B)/obj/compiler/gwc_main.o
 	@echo "  LINK  $@"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_C)
+
+$(B)/gwd: $(RT_OBJ) $(LIB_OBJ) $(B)/obj/runtime/gwd_main.o
+	@echo "  LINK  $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_R)
 
 $(B)/opdoc: $(B)/obj/compiler/gwc_opdoc.o $(B)/obj/runtime/gw_util.o $(B)/obj/runtime/gw_program.o
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_C)
@@ -80,9 +90,9 @@ $(B)/gen/gw_lex.c: grammar/gw.re $(B)/gen/gw_parse.h
 
 # C test programs: tests/test_NAME.c links the compiler and runtime objects.
 TEST_BINS = $(patsubst tests/%.c,$(B)/%,$(wildcard tests/test_*.c))
-$(B)/test_%: $(B)/obj/tests/test_%.o $(LIB_OBJ)
+$(B)/test_%: $(B)/obj/tests/test_%.o $(LIB_OBJ) $(RT_OBJ)
 	@echo "  LINK  $@"
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_C)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_R)
 
 test: all $(B)/opdoc $(TEST_BINS)
 	$(Q)sh tests/run.sh $(B)
@@ -108,7 +118,7 @@ run demo: all
 
 install: all
 	install -d $(DESTDIR)/usr/local/bin
-	install -m 755 $(B)/gwc $(DESTDIR)/usr/local/bin/gwc
+	install -m 755 $(B)/gwc $(GWD) $(DESTDIR)/usr/local/bin/
 
 clean:
 	rm -rf build build-asan

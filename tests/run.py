@@ -206,6 +206,29 @@ def test_doc_examples():
         bad("doc examples", "no ```gw blocks found")
 
 
+def test_unit_binaries():
+    """Every tests/test_NAME.c is a unit test binary (build/test_NAME) that
+    exits 0 and ends with "N passed, N failed"; test_lexer and test_program
+    take arguments and run from suites.py."""
+    import glob, re
+    for src in sorted(glob.glob(os.path.join(ROOT, "tests", "test_*.c"))):
+        name = os.path.basename(src)[:-2]
+        if name in ("test_lexer", "test_program"):
+            continue
+        exe = os.path.join(B, name)
+        try:
+            r = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, errors="replace", timeout=300)
+        except subprocess.TimeoutExpired:
+            bad(name, "timed out")
+            continue
+        last = (r.stdout.strip().splitlines() or [""])[-1]
+        m = re.match(r"^(\d+) passed, (\d+) failed$", last)
+        if r.returncode == 0 and m and m.group(2) == "0" and int(m.group(1)) > 0:
+            ok(name + " (" + last + ")")
+        else:
+            bad(name, "exit %d, last line %r\n%s%s" % (r.returncode, last, r.stdout[-3000:], r.stderr[-2000:]))
+
+
 def test_docs():
     """docs/bytecode.md is generated from the opcode/format tables: keep it current."""
     r = subprocess.run([os.path.join(B, "opdoc")], capture_output=True, text=True)
@@ -231,6 +254,7 @@ if __name__ == "__main__":
     test_golden_fmt()
     test_cli()
     test_docs()
+    test_unit_binaries()
     test_grammar_conflicts()
     test_sources_formatted()
     test_doc_examples()
