@@ -1,0 +1,863 @@
+/*
+** gwr_exchange.c — one request from routing to response: the policy hooks
+** (auth → limit → cache), the call plan, the failure policy, the response,
+** and proxy routes.
+**
+** The call plan is driven by advance(): it starts every call whose
+** dependencies have settled (the compiler recorded them), evaluates each
+** guard as soon as the calls it reads have settled, and answers when every
+** call has settled — so independent calls run in parallel and a dependent
+** call starts the moment its inputs exist. A required call that fails ends
+** the request at once (502, or 504 on timeout) and cancels the others.
+**
+** Re-entrancy: fetch callbacks may finish the exchange; it is freed only
+** when the outermost entry (a callback or the start) returns.
+*/
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <openssl/rand.h>
+#include "gwr.h"
+
+enum { C_WAIT, C_RUNNING, C_DONE, C_SKIPPED, C_FAILED };
+
+typedef struct CallRt {
+  GwrExchange  *ex;
+  uint32_t      i;              /* index within the endpoint */
+  const GwCall *rec;
+  int           state;
+  GwrFetchXfer *xfer;
+  GwrExtract   *x;
+  long          status;
+  const char   *fail;           /* failure kind, set by a callback before it aborts */
+  GwValue      *value;
+  GwBuf         body;
+} CallRt;
+
+struct GwrExchange {
+  GwrConn        *c;
+  GwrProg        *g;
+  const GwProgram *p;
+  GwArena         arena;
+  const GwEndpoint *E;
+  GwrMatch        m;
+  GwrPath         path;
+  int             head;
+  GwrVm           vm;
+  CallRt         *calls;
+  uint32_t        ncalls;
+  uint8_t        *guard_done;
+  int             partial;
+  int             finished;     /* a response was queued, or the client left */
+  int             depth;        /* nested entries; freed when it returns to 0 */
+  struct event   *deadline;
+  char            reqid[80];
+  char            traceparent[64];
+  const char     *client_name;
+  GwrFetchXfer   *pxfer;        /* proxy */
+  int             pchunked, pstarted;
+};
+
+static void ex_free(GwrExchange *ex) {
+  for (uint32_t i = 0; i < ex->ncalls; i++) {
+    CallRt *k = &ex->calls[i];
+    if (k->xfer) { gwr_fetch_cancel(k->xfer); k->xfer = NULL; }
+    if (k->x) { gwr_extract_free(k->x); k->x = NULL; }
+    gw_buf_free(&k->body);
+  }
+  if (ex->pxfer) { gwr_fetch_cancel(ex->pxfer); ex->pxfer = NULL; }
+  if (ex->deadline) event_free(ex->deadline);
+  gwr_prog_release(ex->g);
+  gw_arena_free(&ex->arena);
+  free(ex);
+}
+
+static void enter(GwrExchange *ex) { ex->depth++; }
+static void leave(GwrExchange *ex) {
+  if (--ex->depth == 0 && ex->finished) ex_free(ex);
+}
+
+void gwr_exchange_abort(GwrExchange *ex) {
+  ex->finished = 1;
+  ex->c = NULL;
+  if (ex->depth == 0) ex_free(ex);
+}
+
+/* Stop everything still running (no callbacks afterwards). */
+static void cancel_all(GwrExchange *ex) {
+  for (uint32_t i = 0; i < ex->ncalls; i++) {
+    CallRt *k = &ex->calls[i];
+    if (k->xfer) { gwr_fetch_cancel(k->xfer); k->xfer = NULL; }
+  }
+  if (ex->deadline) evtimer_del(ex->deadline);
+}
+
+static const char *cstr(const GwProgram *p, uint32_t k) { return gw_const_str(p, k, NULL); }
+
+/* ---- responses ------------------------------------------------------------------ */
+
+static void sink_evbuffer(void *ctx, const char *p, size_t n) { evbuffer_add(ctx, p, n); }
+
+static void base_headers(GwrExchange *ex, GwBuf *h) {
+  gw_buf_printf(h, "X-Request-Id: %s\r\n", ex->reqid);
+}
+
+static void finish_error(GwrExchange *ex, int status, const char *msg) {
+  if (ex->finished) return;
+  cancel_all(ex);
+  ex->finished = 1;
+  if (!ex->c) return;
+  GwBuf h = {0};
+  base_headers(ex, &h);
+  gwr_conn_error(ex->c, status, msg, gw_buf_cstr(&h));
+  gw_buf_free(&h);
+}
+
+static void backend_error(GwrExchange *ex, int status, const char *kind, uint32_t backend) {
+  GwBuf b = {0}, h = {0};
+  const char *name = cstr(ex->p, ex->p->backends[backend].name);
+  GwValue vk = { GWV_STRING, (uint32_t)strlen(kind), 0, { .s = kind } };
+  GwValue vn = { GWV_STRING, (uint32_t)strlen(name), 0, { .s = name } };
+  gw_buf_adds(&b, "{\"error\":"); gwv_json(&vk, &b);
+  gw_buf_adds(&b, ",\"backend\":"); gwv_json(&vn, &b);
+  gw_buf_adds(&b, "}");
+  struct evbuffer *eb = evbuffer_new();
+  evbuffer_add(eb, b.p, b.n);
+  base_headers(ex, &h);
+  gw_buf_adds(&h, "Content-Type: application/json\r\n");
+  gwr_conn_respond(ex->c, status, gw_buf_cstr(&h), eb, ex->head);
+  gw_buf_free(&b); gw_buf_free(&h);
+}
+
+/* A required call failed: exactly {"error": kind, "backend": name}. */
+static void finish_backend_error(GwrExchange *ex, const char *kind, const CallRt *k) {
+  if (ex->finished) return;
+  cancel_all(ex);
+  ex->finished = 1;
+  gwr_log("warn", "request %s: call %s to backend %s failed: %s (status %ld)", ex->reqid,
+          cstr(ex->p, k->rec->name), cstr(ex->p, ex->p->backends[k->rec->backend].name), kind, k->status);
+  if (ex->c) backend_error(ex, !strcmp(kind, "timeout") ? 504 : 502, kind, k->rec->backend);
+}
+
+static int header_value_ok(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) if (s[i] == '\r' || s[i] == '\n' || s[i] == 0) return 0;
+  return 1;
+}
+
+static const char *vm_error(GwrExchange *ex) { return ex->vm.error ? ex->vm.error : "expression failed"; }
+
+/* Answer with status and the value of body_block (the response or a guard). */
+static void finish_value(GwrExchange *ex, int status, uint32_t body_block, int with_headers) {
+  if (ex->finished) return;
+  GwValue *body = NULL;
+  if (body_block != GW_NONE) {
+    body = gwr_vm_run(&ex->vm, body_block, NULL);
+    if (!body) { finish_error(ex, 500, vm_error(ex)); return; }
+  }
+  GwBuf h = {0};
+  base_headers(ex, &h);
+  if (ex->partial) gw_buf_adds(&h, "X-Gw-Partial: true\r\n");
+  for (uint32_t i = 0; with_headers && i < ex->E->header_count; i++) {
+    const GwRHeader *rh = &ex->p->rheaders[ex->E->header_first + i];
+    GwValue *v = gwr_vm_run(&ex->vm, rh->value, NULL);
+    if (!v) { gw_buf_free(&h); finish_error(ex, 500, vm_error(ex)); return; }
+    if (GWV_IS_NULL(v)) continue;
+    GwBuf r = {0};
+    gwv_render(v, &r);
+    if (header_value_ok(r.p ? r.p : "", r.n)) gw_buf_printf(&h, "%s: %s\r\n", cstr(ex->p, rh->name), gw_buf_cstr(&r));
+    gw_buf_free(&r);
+  }
+  struct evbuffer *eb = NULL;
+  if (body) {
+    gw_buf_adds(&h, "Content-Type: application/json\r\n");
+    eb = evbuffer_new();
+    if (gwr_json_write(body, sink_evbuffer, eb) != 0) {
+      evbuffer_free(eb);
+      gw_buf_free(&h);
+      finish_error(ex, 500, "the response cannot be written as JSON");
+      return;
+    }
+  }
+  cancel_all(ex);
+  ex->finished = 1;
+  if (ex->c) gwr_conn_respond(ex->c, status, gw_buf_cstr(&h), eb, ex->head);
+  else if (eb) evbuffer_free(eb);
+  gw_buf_free(&h);
+}
+
+/* ---- the call plan -------------------------------------------------------------- */
+
+static void advance(GwrExchange *ex);
+
+static int settled(const CallRt *k) { return k->state == C_DONE || k->state == C_SKIPPED || k->state == C_FAILED; }
+
+static int deps_settled(GwrExchange *ex, uint32_t first, uint32_t count) {
+  for (uint32_t d = 0; d < count; d++)
+    if (!settled(&ex->calls[ex->p->deps[first + d].call])) return 0;
+  return 1;
+}
+
+/* A call failed with kind: apply its policy. */
+static void call_failed(CallRt *k, const char *kind) {
+  GwrExchange *ex = k->ex;
+  k->state = C_FAILED;
+  k->xfer = NULL;
+  if (k->rec->mode == 0) { finish_backend_error(ex, kind, k); return; }
+  ex->partial = 1;
+  if (k->rec->mode == 2) {
+    GwValue *v = gwr_vm_run(&ex->vm, k->rec->dflt, NULL);
+    if (!v) { finish_error(ex, 500, vm_error(ex)); return; }
+    k->value = v;
+  } else {
+    k->value = &gwv_null;
+  }
+  ex->vm.results[k->i] = k->value;
+  gwr_log("info", "request %s: call %s failed (%s), using its %s", ex->reqid, cstr(ex->p, k->rec->name), kind,
+          k->rec->mode == 2 ? "default" : "null");
+}
+
+static int on_head(void *ud, long status, const GwrFetchHeader *h, size_t nh) {
+  CallRt *k = ud;
+  (void)h; (void)nh;
+  k->status = status;
+  if (status < 200 || status > 299) { k->fail = "status"; return -1; }
+  return 0;
+}
+
+static int on_data(void *ud, const char *p, size_t n) {
+  CallRt *k = ud;
+  if (gwr_extract_feed(k->x, p, n) != 0) { k->fail = "invalid_body"; return -1; }
+  return 0;
+}
+
+static const char *kind_of(int kind) {
+  switch (kind) {
+  case GWR_FETCH_CONNECT: return "connect";
+  case GWR_FETCH_TIMEOUT: return "timeout";
+  case GWR_FETCH_TOO_LARGE: return "too_large";
+  default: return "connection";
+  }
+}
+
+static void on_done(void *ud, int kind, long status, const char *detail) {
+  CallRt *k = ud;
+  GwrExchange *ex = k->ex;
+  (void)detail;
+  enter(ex);
+  k->xfer = NULL;
+  if (status) k->status = status;
+  if (!ex->finished) {
+    if (k->fail) call_failed(k, k->fail);
+    else if (kind != GWR_FETCH_OK) call_failed(k, kind_of(kind));
+    else {
+      GwValue *v = NULL;
+      if (gwr_extract_finish(k->x, &v) != 0 || !v) call_failed(k, "invalid_body");
+      else { k->state = C_DONE; k->value = v; ex->vm.results[k->i] = v; }
+    }
+    if (!ex->finished) advance(ex);
+  }
+  leave(ex);
+}
+
+/* Append an object's members to a URL as a query string: nulls left out,
+** arrays repeated, everything percent-encoded. */
+static void add_query(GwBuf *url, const GwValue *q) {
+  if (!q || q->type != GWV_OBJECT) return;
+  int first = strchr(gw_buf_cstr(url), '?') == NULL;
+  for (uint32_t i = 0; i < q->n; i++) {
+    const GwMember *m = &q->u.members[i];
+    const GwValue *v = m->val;
+    uint32_t n = v->type == GWV_ARRAY ? v->n : 1;
+    for (uint32_t j = 0; j < n; j++) {
+      const GwValue *x = v->type == GWV_ARRAY ? v->u.items[j] : v;
+      if (GWV_IS_NULL(x)) continue;
+      gw_buf_addc(url, first ? '?' : '&');
+      first = 0;
+      gwr_pct_encode(url, m->key, m->klen);
+      gw_buf_addc(url, '=');
+      GwBuf r = {0};
+      gwv_render(x, &r);
+      gwr_pct_encode(url, r.p ? r.p : "", r.n);
+      gw_buf_free(&r);
+    }
+  }
+}
+
+static int token_ok(const char *s, size_t n) {
+  if (!n) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!(isalnum((unsigned char)s[i]) || strchr("!#$%&'*+-.^_`|~", s[i]))) return 0;
+  return 1;
+}
+
+static const char *pick_base(GwrExchange *ex, uint32_t b) {
+  GwrBackend *B = &ex->g->backends[b];
+  unsigned i = __atomic_fetch_add(&B->rr, 1, __ATOMIC_RELAXED);
+  return B->urls[i % (unsigned)B->nurls];
+}
+
+/* The gateway's own headers on every backend request: the real peer, never
+** a client-supplied chain. */
+static int gateway_headers(GwrExchange *ex, const char **hv, int nh) {
+  hv[nh++] = gw_arena_printf(&ex->arena, "X-Forwarded-For: %s", ex->c ? ex->c->peer : "");
+  hv[nh++] = "X-Forwarded-Proto: http";
+  hv[nh++] = gw_arena_printf(&ex->arena, "X-Request-Id: %s", ex->reqid);
+  if (ex->traceparent[0]) hv[nh++] = gw_arena_printf(&ex->arena, "traceparent: %s", ex->traceparent);
+  return nh;
+}
+
+static void start_call(GwrExchange *ex, CallRt *k) {
+  const GwCall *R = k->rec;
+  const GwProgram *p = ex->p;
+  if (R->cond != GW_NONE) {
+    GwValue *v = gwr_vm_run(&ex->vm, R->cond, NULL);
+    if (!v) { finish_error(ex, 500, vm_error(ex)); return; }
+    if (!gwv_truthy(v)) { k->state = C_SKIPPED; k->value = &gwv_null; ex->vm.results[k->i] = &gwv_null; return; }
+  }
+  ex->vm.missing = 0;
+  GwValue *u = gwr_vm_run(&ex->vm, R->url, NULL);
+  if (!u) {
+    if (ex->vm.missing) { call_failed(k, "missing"); return; }
+    finish_error(ex, 500, vm_error(ex));
+    return;
+  }
+  GwBuf url = {0};
+  gw_buf_adds(&url, pick_base(ex, R->backend));
+  gwv_render(u, &url);
+  if (R->query != GW_NONE) {
+    GwValue *q = gwr_vm_run(&ex->vm, R->query, NULL);
+    if (!q) { gw_buf_free(&url); finish_error(ex, 500, vm_error(ex)); return; }
+    add_query(&url, q);
+  }
+  /* headers: the backend's, the call's, the gateway's */
+  GwrBackend *BR = &ex->g->backends[R->backend];
+  int nb = 0;
+  while (BR->headers[nb]) nb++;
+  GwValue *hobj = NULL;
+  if (R->headers != GW_NONE) {
+    hobj = gwr_vm_run(&ex->vm, R->headers, NULL);
+    if (!hobj) { gw_buf_free(&url); finish_error(ex, 500, vm_error(ex)); return; }
+  }
+  int cap = nb + (hobj && hobj->type == GWV_OBJECT ? (int)hobj->n : 0) + 8;
+  const char **hv = gw_arena_alloc(&ex->arena, sizeof *hv * (size_t)cap);
+  int nh = 0;
+  for (int i = 0; i < nb; i++) hv[nh++] = BR->headers[i];
+  if (hobj && hobj->type == GWV_OBJECT)
+    for (uint32_t i = 0; i < hobj->n; i++) {
+      const GwMember *m = &hobj->u.members[i];
+      if (GWV_IS_NULL(m->val) || !token_ok(m->key, m->klen)) continue;
+      GwBuf r = {0};
+      gwv_render(m->val, &r);
+      if (header_value_ok(r.p ? r.p : "", r.n))
+        hv[nh++] = gw_arena_printf(&ex->arena, "%.*s: %s", (int)m->klen, m->key, gw_buf_cstr(&r));
+      gw_buf_free(&r);
+    }
+  nh = gateway_headers(ex, hv, nh);
+  if (R->body != GW_NONE) {
+    GwValue *b = gwr_vm_run(&ex->vm, R->body, NULL);
+    if (!b) { gw_buf_free(&url); finish_error(ex, 500, vm_error(ex)); return; }
+    gwv_json(b, &k->body);
+    hv[nh++] = "Content-Type: application/json";
+  }
+  hv[nh] = NULL;
+  const GwBackend *B = &p->backends[R->backend];
+  GwrJsonLimits lim = { ex->c->w->srv->set.max_json_depth };
+  k->x = gwr_extract_new(&ex->arena, ex->g->paths[ex->E->call_first + k->i], &lim);
+  GwrFetchReq fr;
+  memset(&fr, 0, sizeof fr);
+  fr.url = gw_buf_cstr(&url);
+  fr.method = gw_method_names[R->method];
+  fr.headers = hv;
+  if (R->body != GW_NONE) { fr.body = k->body.p ? k->body.p : ""; fr.body_len = k->body.n; }
+  fr.body_size = -1;
+  fr.connect_timeout_ms = B->connect_timeout_ms;
+  fr.timeout_ms = R->timeout_ms != GW_NONE ? R->timeout_ms : B->timeout_ms;
+  fr.max_response = B->max_response;
+  fr.on_head = on_head;
+  fr.on_data = on_data;
+  fr.on_done = on_done;
+  fr.ud = k;
+  k->state = C_RUNNING;
+  k->xfer = gwr_fetch_start(ex->c->w->fetch, &fr);
+  gw_buf_free(&url);
+  if (!k->xfer) call_failed(k, "connect");
+}
+
+static void advance(GwrExchange *ex) {
+  const GwProgram *p = ex->p;
+  for (int progress = 1; progress && !ex->finished;) {
+    progress = 0;
+    for (uint32_t i = 0; i < ex->ncalls && !ex->finished; i++) {
+      CallRt *k = &ex->calls[i];
+      if (k->state != C_WAIT || !deps_settled(ex, k->rec->dep_first, k->rec->dep_count)) continue;
+      start_call(ex, k);
+      if (k->state != C_RUNNING) progress = 1;     /* settled at once: others may be ready */
+    }
+    /* guards, as soon as what they read has settled */
+    for (uint32_t i = 0; i < ex->E->guard_count && !ex->finished; i++) {
+      const GwGuard *gd = &p->guards[ex->E->guard_first + i];
+      if (ex->guard_done[i] || !deps_settled(ex, gd->dep_first, gd->dep_count)) continue;
+      ex->guard_done[i] = 1;
+      GwValue *v = gwr_vm_run(&ex->vm, gd->cond, NULL);
+      if (!v) { finish_error(ex, 500, vm_error(ex)); return; }
+      if (!gwv_truthy(v)) continue;
+      ex->partial = 0;
+      if (gd->body == GW_NONE) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "%s", gwr_status_text((int)gd->status));
+        for (char *q = msg; *q; q++) *q = (char)tolower((unsigned char)*q);
+        finish_error(ex, (int)gd->status, msg);
+      } else {
+        finish_value(ex, (int)gd->status, gd->body, 0);
+      }
+      return;
+    }
+  }
+  if (ex->finished) return;
+  for (uint32_t i = 0; i < ex->ncalls; i++) if (!settled(&ex->calls[i])) return;
+  finish_value(ex, (int)ex->E->status, ex->E->respond, 1);
+}
+
+/* The endpoint's deadline: a required call still running answers 504; the
+** optional ones take their policy and the response goes out on time. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg) {
+  GwrExchange *ex = arg;
+  (void)fd; (void)what;
+  enter(ex);
+  for (uint32_t i = 0; i < ex->ncalls && !ex->finished; i++) {
+    CallRt *k = &ex->calls[i];
+    if ((k->state == C_RUNNING || k->state == C_WAIT) && k->rec->mode == 0) finish_backend_error(ex, "timeout", k);
+  }
+  for (uint32_t i = 0; i < ex->ncalls && !ex->finished; i++) {
+    CallRt *k = &ex->calls[i];
+    if (k->state != C_RUNNING && k->state != C_WAIT) continue;
+    if (k->xfer) { gwr_fetch_cancel(k->xfer); k->xfer = NULL; }
+    call_failed(k, "timeout");
+  }
+  if (!ex->finished) advance(ex);
+  leave(ex);
+}
+
+/* ---- request inputs --------------------------------------------------------------- */
+
+static int hexval(int c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int utf8_ok(const char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = (unsigned char)s[i];
+    if (c < 0x80) { i++; continue; }
+    int len = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+    if (!len || n - i < (size_t)len) return 0;
+    for (int k = 1; k < len; k++) if (((unsigned char)s[i + k] & 0xC0) != 0x80) return 0;
+    i += (size_t)len;
+  }
+  return 1;
+}
+
+/* Decode a form-encoded component (%XX and '+'). */
+static char *form_decode(GwArena *a, const char *s, size_t n, size_t *out) {
+  char *d = gw_arena_alloc(a, n + 1);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '+') d[k++] = ' ';
+    else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+      d[k++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+      i += 2;
+    } else d[k++] = s[i];
+  }
+  d[k] = 0;
+  *out = k;
+  return d;
+}
+
+/* query: the first value of each parameter, as a string. */
+static GwValue *query_object(GwArena *a, const char *q, size_t n, int *bad) {
+  GwValue *o = gwv_object(a, 4);
+  size_t i = 0;
+  while (q && i < n) {
+    size_t j = i;
+    while (j < n && q[j] != '&') j++;
+    if (j > i) {
+      size_t eq = i;
+      while (eq < j && q[eq] != '=') eq++;
+      size_t kn, vn = 0;
+      char *k = form_decode(a, q + i, eq - i, &kn);
+      char *v = eq < j ? form_decode(a, q + eq + 1, j - eq - 1, &vn) : gw_arena_strndup(a, "", 0);
+      if (!utf8_ok(k, kn) || !utf8_ok(v, vn) || memchr(k, 0, kn) || memchr(v, 0, vn)) { *bad = 1; return o; }
+      if (!gwv_get(o, k, kn)) gwv_set(a, o, k, kn, gwv_string_ref(a, v, vn), 0);
+    }
+    i = j + 1;
+  }
+  return o;
+}
+
+/* headers: lower-case names; repeated headers joined with ", " (RFC 9110 5.3). */
+static GwValue *headers_object(GwArena *a, const GwrHttpReq *r) {
+  GwValue *o = gwv_object(a, r->nheaders + 1);
+  for (uint32_t i = 0; i < r->nheaders; i++) {
+    const GwrHeader *h = &r->headers[i];
+    if (!utf8_ok(h->value, h->value_len)) continue;
+    GwValue *prev = gwv_get(o, h->name, h->name_len);
+    if (prev) {
+      GwBuf b = {0};
+      gw_buf_add(&b, prev->u.s, prev->n);
+      gw_buf_adds(&b, ", ");
+      gw_buf_add(&b, h->value, h->value_len);
+      gwv_set(a, o, h->name, h->name_len, gwv_string_copy(a, b.p, b.n), 0);
+      gw_buf_free(&b);
+    } else {
+      gwv_set(a, o, h->name, h->name_len, gwv_string_ref(a, h->value, h->value_len), 0);
+    }
+  }
+  return o;
+}
+
+static int reads_root(const GwProgram *p, const GwEndpoint *E, int root) {
+  for (uint32_t i = 0; i < E->input_count; i++) if ((int)p->inputs[E->input_first + i].root == root) return 1;
+  return 0;
+}
+
+/* ---- auth: API keys here; JWT arrives with issue 4 (until then a JWT
+** policy never admits a request: fail closed) ---------------------------------------- */
+
+static int apikey_ok(GwrExchange *ex, const GwAuth *A, GwValue *query) {
+  const char *key = NULL;
+  size_t kn = 0;
+  const char *name = cstr(ex->p, A->from_name);
+  if (A->from == 2) {
+    GwValue *v = gwv_get(query, name, strlen(name));
+    if (v && v->type == GWV_STRING) { key = v->u.s; kn = v->n; }
+  } else {
+    char lower[128];
+    size_t n = strlen(name);
+    if (n >= sizeof lower) return 0;
+    for (size_t i = 0; i <= n; i++) lower[i] = (char)tolower((unsigned char)name[i]);
+    key = gwr_http_header(&ex->c->parser.req, lower);
+    if (key) kn = strlen(key);
+  }
+  if (!key || !kn) return 0;
+  unsigned char h[32];
+  gw_sha256(key, kn, h);
+  return gwr_apikey_lookup(ex->g, (uint32_t)(A - ex->p->auths), h, &ex->client_name);
+}
+
+/* 0: admitted; else the answer was sent. */
+static int check_auth(GwrExchange *ex, GwValue *query) {
+  const GwEndpoint *E = ex->E;
+  if (E->auth_none || E->auth_count == 0) return 0;
+  int jwt = 0;
+  for (uint32_t i = 0; i < E->auth_count; i++) {
+    const GwAuth *A = &ex->p->auths[ex->p->authrefs[E->auth_first + i].auth];
+    if (A->type == 1) { if (apikey_ok(ex, A, query)) return 0; }
+    else jwt = 1;
+  }
+  GwBuf h = {0};
+  base_headers(ex, &h);
+  if (jwt) gw_buf_adds(&h, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+  gw_buf_adds(&h, "Content-Type: application/json\r\n");
+  ex->finished = 1;
+  struct evbuffer *b = evbuffer_new();
+  evbuffer_add_printf(b, "{\"error\":\"unauthorized\"}");
+  gwr_conn_respond(ex->c, 401, gw_buf_cstr(&h), b, ex->head);
+  gw_buf_free(&h);
+  return 401;
+}
+
+/* ---- proxy -------------------------------------------------------------------------- */
+
+static int hop_by_hop(const char *name, size_t n, const char *connection) {
+  static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                     "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization" };
+  for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+    if (strlen(hop[i]) == n && !strncasecmp(hop[i], name, n)) return 1;
+  for (const char *c = connection; c && *c;) {       /* headers named in Connection */
+    while (*c == ' ' || *c == ',' || *c == '\t') c++;
+    const char *e = c;
+    while (*e && *e != ',' && *e != ' ' && *e != '\t') e++;
+    if ((size_t)(e - c) == n && n && !strncasecmp(c, name, n)) return 1;
+    c = e;
+  }
+  return 0;
+}
+
+static int p_head(void *ud, long status, const GwrFetchHeader *h, size_t nh) {
+  GwrExchange *ex = ud;
+  if (!ex->c) return -1;
+  const char *conn = NULL;
+  int has_len = 0;
+  for (size_t i = 0; i < nh; i++) {
+    if (h[i].name_len == 10 && !strncasecmp(h[i].name, "connection", 10))
+      conn = gw_arena_strndup(&ex->arena, h[i].value, h[i].value_len);
+    if (h[i].name_len == 14 && !strncasecmp(h[i].name, "content-length", 14)) has_len = 1;
+  }
+  GwBuf hb = {0};
+  base_headers(ex, &hb);
+  for (size_t i = 0; i < nh; i++) {
+    if (hop_by_hop(h[i].name, h[i].name_len, conn)) continue;
+    if (h[i].name_len == 12 && !strncasecmp(h[i].name, "x-request-id", 12)) continue;
+    if (!header_value_ok(h[i].value, h[i].value_len)) continue;
+    gw_buf_printf(&hb, "%.*s: %.*s\r\n", (int)h[i].name_len, h[i].name, (int)h[i].value_len, h[i].value);
+  }
+  int no_body = ex->head || status == 204 || status == 304 || status < 200;
+  ex->pchunked = !has_len && !no_body && ex->c->parser.req.minor >= 1;
+  if (!has_len && !no_body && !ex->pchunked) ex->c->keep_alive = 0;   /* HTTP/1.0: close-delimited */
+  gwr_conn_stream_head(ex->c, (int)status, gw_buf_cstr(&hb), ex->pchunked);
+  gw_buf_free(&hb);
+  ex->pstarted = 1;
+  return 0;
+}
+
+static int p_data(void *ud, const char *p, size_t n) {
+  GwrExchange *ex = ud;
+  if (!ex->c) return -1;
+  /* backpressure: a slow client pauses the transfer (the bytes are
+  ** delivered again after the resume, so nothing is written now) */
+  if (gwr_conn_pending_output(ex->c) > (1u << 20)) { ex->c->paused_by = 1; return GWR_FETCH_PAUSE; }
+  if (!ex->head) gwr_conn_stream_data(ex->c, p, n, ex->pchunked);
+  return 0;
+}
+
+static void p_done(void *ud, int kind, long status, const char *detail) {
+  GwrExchange *ex = ud;
+  (void)status; (void)detail;
+  enter(ex);
+  ex->pxfer = NULL;
+  if (!ex->finished) {
+    ex->finished = 1;
+    if (ex->pstarted) {
+      if (ex->c) gwr_conn_stream_end(ex->c, ex->pchunked, kind == GWR_FETCH_OK);   /* mid-body failure: cut */
+    } else if (ex->c) {
+      gwr_log("warn", "request %s: proxy to %s failed: %s", ex->reqid, cstr(ex->p, ex->p->backends[ex->E->proxy].name), kind_of(kind));
+      backend_error(ex, kind == GWR_FETCH_TIMEOUT ? 504 : 502, kind_of(kind), ex->E->proxy);
+    }
+  }
+  leave(ex);
+}
+
+void gwr_exchange_drained(GwrExchange *ex) {
+  if (ex->c) ex->c->paused_by = 0;
+  if (ex->pxfer) gwr_fetch_resume_recv(ex->pxfer);
+}
+
+static void start_proxy(GwrExchange *ex) {
+  const GwEndpoint *E = ex->E;
+  const GwrHttpReq *r = &ex->c->parser.req;
+  GwBuf url = {0};
+  gw_buf_adds(&url, pick_base(ex, E->proxy));
+  if (E->proxy_url != GW_NONE) {
+    ex->vm.missing = 0;
+    GwValue *u = gwr_vm_run(&ex->vm, E->proxy_url, NULL);
+    if (!u) {
+      gw_buf_free(&url);
+      ex->finished = 1;
+      backend_error(ex, 502, "missing", E->proxy);
+      return;
+    }
+    gwv_render(u, &url);
+  } else {
+    gw_buf_add(&url, ex->path.path, ex->path.path_len);
+  }
+  if (ex->path.query && ex->path.query_len) {
+    gw_buf_addc(&url, strchr(gw_buf_cstr(&url), '?') ? '&' : '?');
+    gw_buf_add(&url, ex->path.query, ex->path.query_len);
+  }
+  const char *conn = gwr_http_header(r, "connection");
+  const char **hv = gw_arena_alloc(&ex->arena, sizeof *hv * (r->nheaders + 8));
+  int nh = 0;
+  for (uint32_t i = 0; i < r->nheaders; i++) {
+    const GwrHeader *h = &r->headers[i];
+    if (hop_by_hop(h->name, h->name_len, conn)) continue;
+    static const char *const drop[] = { "host", "content-length", "x-forwarded-for", "x-forwarded-proto",
+                                        "x-request-id", "traceparent", "expect", "forwarded" };
+    int skip = 0;
+    for (size_t k = 0; k < sizeof drop / sizeof drop[0]; k++)
+      if (strlen(drop[k]) == h->name_len && !memcmp(drop[k], h->name, h->name_len)) skip = 1;
+    if (skip) continue;
+    hv[nh++] = gw_arena_printf(&ex->arena, "%.*s: %.*s", (int)h->name_len, h->name, (int)h->value_len, h->value);
+  }
+  nh = gateway_headers(ex, hv, nh);
+  hv[nh] = NULL;
+  const GwBackend *B = &ex->p->backends[E->proxy];
+  GwrFetchReq fr;
+  memset(&fr, 0, sizeof fr);
+  fr.url = gw_buf_cstr(&url);
+  fr.method = gw_method_names[r->method];
+  fr.headers = hv;
+  if (ex->c->body.n || r->content_length >= 0 || r->chunked) { fr.body = ex->c->body.p ? ex->c->body.p : ""; fr.body_len = ex->c->body.n; }
+  fr.body_size = -1;
+  fr.connect_timeout_ms = B->connect_timeout_ms;
+  fr.timeout_ms = 24L * 3600 * 1000;   /* streamed: the client may be slow; backpressure bounds memory */
+  fr.max_response = (size_t)-1;        /* any size: it is streamed, not kept */
+  fr.on_head = p_head;
+  fr.on_data = p_data;
+  fr.on_done = p_done;
+  fr.ud = ex;
+  ex->pxfer = gwr_fetch_start(ex->c->w->fetch, &fr);
+  gw_buf_free(&url);
+  if (!ex->pxfer) { ex->finished = 1; backend_error(ex, 502, "connect", E->proxy); }
+}
+
+/* ---- admin ------------------------------------------------------------------------- */
+
+static void admin(GwrConn *c, const GwrPath *path) {
+  GwrServer *s = c->w->srv;
+  struct evbuffer *b = evbuffer_new();
+  if (path->path_len == 7 && !memcmp(path->path, "/health", 7)) {
+    evbuffer_add_printf(b, "{\"status\":\"ok\"}");
+    gwr_conn_respond(c, 200, "Content-Type: application/json\r\n", b, 0);
+  } else if (path->path_len == 6 && !memcmp(path->path, "/ready", 6)) {
+    evbuffer_add_printf(b, s->stopping ? "{\"status\":\"draining\"}" : "{\"status\":\"ready\"}");
+    gwr_conn_respond(c, s->stopping ? 503 : 200, "Content-Type: application/json\r\n", b, 0);
+  } else {
+    evbuffer_free(b);
+    gwr_conn_error(c, 404, "not found", NULL);
+  }
+}
+
+/* ---- start ---------------------------------------------------------------------------- */
+
+static void make_reqid(GwrExchange *ex, const GwrHttpReq *r) {
+  const char *h = gwr_http_header(r, "x-request-id");
+  if (h) {
+    size_t n = strlen(h);
+    int ok = n > 0 && n < 64;
+    for (size_t i = 0; ok && i < n; i++)
+      if (!(isalnum((unsigned char)h[i]) || h[i] == '-' || h[i] == '_' || h[i] == '.' || h[i] == ':')) ok = 0;
+    if (ok) { memcpy(ex->reqid, h, n + 1); return; }
+  }
+  unsigned char rnd[8];
+  if (RAND_bytes(rnd, sizeof rnd) != 1) memset(rnd, 0, sizeof rnd);
+  snprintf(ex->reqid, sizeof ex->reqid, "%02x%02x%02x%02x%02x%02x%02x%02x",
+           rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+}
+
+/* traceparent: version-traceid-parentid-flags in lower-case hex (W3C). */
+static void take_traceparent(GwrExchange *ex, const GwrHttpReq *r) {
+  const char *t = gwr_http_header(r, "traceparent");
+  if (!t || strlen(t) != 55) return;
+  for (int i = 0; i < 55; i++) {
+    int dash = i == 2 || i == 35 || i == 52;
+    if (dash ? t[i] != '-' : !(isdigit((unsigned char)t[i]) || (t[i] >= 'a' && t[i] <= 'f'))) return;
+  }
+  memcpy(ex->traceparent, t, 56);
+}
+
+void gwr_exchange_start(GwrConn *c) {
+  GwrServer *s = c->w->srv;
+  const GwrHttpReq *r = &c->parser.req;
+  GwrExchange *ex = calloc(1, sizeof *ex);
+  if (!ex) { gwr_conn_error(c, 503, "out of memory", NULL); return; }
+  ex->c = c;
+  c->ex = ex;
+  ex->g = gwr_server_prog(s);
+  ex->p = ex->g->p;
+  gw_arena_init(&ex->arena);
+  ex->head = r->method == GW_METHOD_HEAD;
+  enter(ex);
+  make_reqid(ex, r);
+  take_traceparent(ex, r);
+  const char *err = NULL;
+  int st = gwr_path_normalize(&ex->arena, r->target, r->target_len, &ex->path, &err);
+  if (st) { finish_error(ex, st, err ? err : "bad request target"); goto out; }
+  if (c->admin) { ex->finished = 1; admin(c, &ex->path); goto out; }
+  GwrRouteSeg segs[GWR_MAX_SEGMENTS];
+  for (int i = 0; i < ex->path.nseg; i++) {
+    segs[i].raw = ex->path.seg[i].raw; segs[i].raw_len = ex->path.seg[i].raw_len;
+    segs[i].dec = ex->path.seg[i].dec; segs[i].dec_len = ex->path.seg[i].dec_len;
+  }
+  uint32_t allow = 0;
+  st = gwr_route(ex->g->router, r->method, segs, ex->path.nseg, &ex->m, &allow);
+  if (st == 405) {
+    char al[128];
+    GwBuf h = {0};
+    gwr_allow_string(allow, al, sizeof al);
+    base_headers(ex, &h);
+    gw_buf_printf(&h, "Allow: %s\r\n", al);
+    ex->finished = 1;
+    if (r->method == GW_METHOD_OPTIONS) gwr_conn_respond(c, 204, gw_buf_cstr(&h), NULL, 0);   /* CORS comes later */
+    else gwr_conn_error(c, 405, "method not allowed", gw_buf_cstr(&h));
+    gw_buf_free(&h);
+    goto out;
+  }
+  if (st != 200) { finish_error(ex, 404, "no route"); goto out; }
+  ex->E = &ex->p->endpoints[ex->m.endpoint];
+  ex->head = ex->m.is_head || r->method == GW_METHOD_HEAD;
+
+  /* the request's values */
+  GwrVm *vm = &ex->vm;
+  vm->p = ex->p;
+  vm->arena = &ex->arena;
+  vm->envs = ex->g->envs;
+  vm->max_steps = GWR_VM_MAX_STEPS;
+  vm->now = (double)time(NULL);
+  int bad = 0;
+  GwValue *query = query_object(&ex->arena, ex->path.query, ex->path.query_len, &bad);
+  if (bad) { finish_error(ex, 400, "query string is not valid UTF-8"); goto out; }
+  vm->roots[GW_ROOT_QUERY] = query;
+  /* the pipeline: auth → limit → cache → calls (limits and the response
+  ** cache arrive with issues 4 and 7) */
+  if (check_auth(ex, query)) goto out;
+  vm->roots[GW_ROOT_HEADERS] = headers_object(&ex->arena, r);
+  vm->roots[GW_ROOT_JWT] = &gwv_null;
+  GwValue *client = gwv_object(&ex->arena, 2);
+  gwv_set(&ex->arena, client, "ip", 2, gwv_string_copy(&ex->arena, c->peer, strlen(c->peer)), 0);
+  gwv_set(&ex->arena, client, "name", 4, ex->client_name ? gwv_string_copy(&ex->arena, ex->client_name, strlen(ex->client_name)) : &gwv_null, 0);
+  vm->roots[GW_ROOT_CLIENT] = client;
+  vm->roots[GW_ROOT_BODY] = &gwv_null;
+  if (ex->E->proxy == GW_NONE && reads_root(ex->p, ex->E, GW_ROOT_BODY) && c->body.n) {
+    char jerr[128];
+    GwrJsonLimits lim = { s->set.max_json_depth };
+    GwValue *b = NULL;
+    if (gwr_json_parse(&ex->arena, c->body.p, c->body.n, &lim, &b, jerr, sizeof jerr) != 0) {
+      finish_error(ex, 400, "request body is not valid JSON");
+      goto out;
+    }
+    vm->roots[GW_ROOT_BODY] = b;
+  }
+  vm->params = gw_arena_alloc(&ex->arena, sizeof(GwValue *) * (ex->E->param_count + 1));
+  for (uint32_t i = 0, k = 0; i < ex->E->seg_count && k < ex->m.nparams; i++) {
+    const GwSeg *sg = &ex->p->segs[ex->E->seg_first + i];
+    if (sg->kind == GW_SEG_STATIC) continue;
+    const char *pv = ex->m.param[k].p;
+    uint32_t pn = ex->m.param[k].n;
+    if (!pv) {                       /* a tail: join its segments */
+      char *tmp = gw_arena_alloc(&ex->arena, (size_t)pn + 1);
+      gwr_tail_join(segs, ex->m.tail_first, ex->path.nseg, tmp, (size_t)pn + 1);
+      pv = tmp;
+    }
+    if (sg->kind == GW_SEG_INT) {
+      long long iv = strtoll(gw_arena_strndup(&ex->arena, pv, pn), NULL, 10);
+      vm->params[k] = gwv_number(&ex->arena, (double)iv);
+    } else {
+      vm->params[k] = gwv_string_copy(&ex->arena, pv, pn);
+    }
+    k++;
+  }
+  if (ex->E->proxy != GW_NONE) { start_proxy(ex); goto out; }
+
+  /* the call plan */
+  ex->ncalls = ex->E->call_count;
+  ex->calls = gw_arena_alloc(&ex->arena, sizeof(CallRt) * (ex->ncalls + 1));
+  vm->results = gw_arena_alloc(&ex->arena, sizeof(GwValue *) * (ex->ncalls + 1));
+  ex->guard_done = gw_arena_alloc(&ex->arena, ex->E->guard_count + 1);
+  for (uint32_t i = 0; i < ex->ncalls; i++) {
+    ex->calls[i].ex = ex;
+    ex->calls[i].i = i;
+    ex->calls[i].rec = &ex->p->calls[ex->E->call_first + i];
+  }
+  if (ex->E->timeout_ms != GW_NONE && ex->ncalls) {
+    ex->deadline = evtimer_new(c->w->base, on_deadline, ex);
+    struct timeval tv = { (time_t)(ex->E->timeout_ms / 1000), (suseconds_t)((ex->E->timeout_ms % 1000) * 1000) };
+    evtimer_add(ex->deadline, &tv);
+  }
+  advance(ex);
+out:
+  if (ex->finished && c->ex == ex) c->ex = NULL;
+  leave(ex);
+}

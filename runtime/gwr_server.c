@@ -1,0 +1,423 @@
+/*
+** gwr_server.c — listeners, workers and connections.
+**
+** A connection is a small state machine driven by one function, drive():
+**
+**   IDLE ──first byte──▶ HEAD ──head parsed──▶ BODY ──message done──▶ BUSY
+**     ▲                                                                 │
+**     └──────── output drained, keep-alive ◀── WRITING ◀── response ────┘
+**
+** One request is handled at a time per connection; pipelined requests wait
+** in the input buffer and are parsed once the previous response is queued,
+** so responses leave in order. Deadlines are absolute per phase (a head
+** must arrive within header_timeout however slowly it trickles in, a body
+** within body_timeout), which stops slowloris; an idle keep-alive
+** connection closes after idle_timeout. Every error answer is JSON.
+*/
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+#include <event2/thread.h>
+#include "gwr.h"
+
+enum { CONN_IDLE, CONN_HEAD, CONN_BODY, CONN_BUSY, CONN_WRITING };
+
+const char *gwr_status_text(int s) {
+  switch (s) {
+  case 100: return "Continue";
+  case 200: return "OK"; case 201: return "Created"; case 202: return "Accepted";
+  case 204: return "No Content"; case 206: return "Partial Content";
+  case 301: return "Moved Permanently"; case 302: return "Found"; case 304: return "Not Modified";
+  case 400: return "Bad Request"; case 401: return "Unauthorized"; case 403: return "Forbidden";
+  case 404: return "Not Found"; case 405: return "Method Not Allowed"; case 408: return "Request Timeout";
+  case 409: return "Conflict"; case 410: return "Gone"; case 413: return "Content Too Large";
+  case 414: return "URI Too Long"; case 415: return "Unsupported Media Type"; case 422: return "Unprocessable Content";
+  case 429: return "Too Many Requests"; case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error"; case 501: return "Not Implemented"; case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable"; case 504: return "Gateway Timeout"; case 505: return "HTTP Version Not Supported";
+  default: return s < 200 ? "Informational" : s < 300 ? "OK" : s < 400 ? "Redirect" : s < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+static void conn_free(GwrConn *c) {
+  if (c->ex) { GwrExchange *ex = c->ex; c->ex = NULL; gwr_exchange_abort(ex); }
+  if (c->prev) c->prev->next = c->next; else c->w->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  if (c->timer) event_free(c->timer);
+  if (c->bev) bufferevent_free(c->bev);
+  gwr_http_free(&c->parser);
+  gw_buf_free(&c->body);
+  if (!c->admin) __atomic_sub_fetch(&c->w->srv->nconns, 1, __ATOMIC_RELAXED);
+  free(c);
+}
+
+static void arm(GwrConn *c, uint32_t ms) {
+  struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+  evtimer_add(c->timer, &tv);
+}
+
+static void drive(GwrConn *c);
+
+size_t gwr_conn_pending_output(GwrConn *c) {
+  return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+static void write_head(GwrConn *c, struct evbuffer *out, int status, const char *extra, int64_t length, int chunked) {
+  evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, gwr_status_text(status));
+  if (length >= 0) evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)length);
+  if (chunked) evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
+  if (extra) evbuffer_add(out, extra, strlen(extra));
+  if (!c->keep_alive || (c->w->srv->stopping && !c->admin)) { evbuffer_add_printf(out, "Connection: close\r\n"); c->keep_alive = 0; }
+  evbuffer_add(out, "\r\n", 2);
+}
+
+void gwr_conn_respond(GwrConn *c, int status, const char *extra, struct evbuffer *body, int head_only) {
+  struct evbuffer *out = bufferevent_get_output(c->bev);
+  size_t n = body ? evbuffer_get_length(body) : 0;
+  int no_body = status == 204 || status == 304 || status < 200;
+  write_head(c, out, status, extra, no_body ? -1 : (int64_t)n, 0);
+  if (body && !head_only && !no_body) evbuffer_add_buffer(out, body);
+  if (body) evbuffer_free(body);
+  c->ex = NULL;
+  c->state = CONN_WRITING;
+  if (!c->keep_alive) c->closing = 1;
+  arm(c, c->w->srv->set.idle_timeout_ms);      /* a client that never reads is dropped */
+  bufferevent_enable(c->bev, EV_WRITE);
+}
+
+void gwr_conn_error(GwrConn *c, int status, const char *msg, const char *extra) {
+  struct evbuffer *b = evbuffer_new();
+  GwBuf j = {0};
+  GwValue m = { GWV_STRING, (uint32_t)strlen(msg), 0, { .s = msg } };
+  gw_buf_adds(&j, "{\"error\":");
+  gwv_json(&m, &j);
+  gw_buf_printf(&j, ",\"status\":%d}", status);
+  evbuffer_add(b, j.p, j.n);
+  gw_buf_free(&j);
+  GwBuf h = {0};
+  gw_buf_adds(&h, "Content-Type: application/json\r\n");
+  if (extra) gw_buf_adds(&h, extra);
+  int head = c->state == CONN_BUSY && c->parser.req.method == GW_METHOD_HEAD;
+  gwr_conn_respond(c, status, gw_buf_cstr(&h), b, head);
+  gw_buf_free(&h);
+}
+
+void gwr_conn_stream_head(GwrConn *c, int status, const char *headers, int chunked) {
+  write_head(c, bufferevent_get_output(c->bev), status, headers, -1, chunked);
+  bufferevent_enable(c->bev, EV_WRITE);
+}
+
+void gwr_conn_stream_data(GwrConn *c, const char *p, size_t n, int chunked) {
+  struct evbuffer *out = bufferevent_get_output(c->bev);
+  if (!n) return;
+  if (chunked) evbuffer_add_printf(out, "%zx\r\n", n);
+  evbuffer_add(out, p, n);
+  if (chunked) evbuffer_add(out, "\r\n", 2);
+}
+
+static void next_request(GwrConn *c) {
+  c->state = CONN_IDLE;
+  gwr_http_reset(&c->parser);
+  c->body.n = 0;
+  arm(c, c->w->srv->set.idle_timeout_ms);
+  bufferevent_enable(c->bev, EV_READ);
+  drive(c);
+}
+
+void gwr_conn_stream_end(GwrConn *c, int chunked, int ok) {
+  struct evbuffer *out = bufferevent_get_output(c->bev);
+  if (chunked && ok) evbuffer_add(out, "0\r\n\r\n", 5);
+  if (!ok) c->keep_alive = 0;          /* a truncated body: the client must see the close */
+  c->ex = NULL;
+  c->paused_by = 0;
+  c->state = CONN_WRITING;
+  if (!c->keep_alive) c->closing = 1;
+  arm(c, c->w->srv->set.idle_timeout_ms);
+  bufferevent_enable(c->bev, EV_WRITE);
+}
+
+/* Parse what is buffered; act on each parser event. */
+static void drive(GwrConn *c) {
+  struct evbuffer *in = bufferevent_get_input(c->bev);
+  GwrServer *s = c->w->srv;
+  while (c->state == CONN_IDLE || c->state == CONN_HEAD || c->state == CONN_BODY) {
+    size_t avail = evbuffer_get_length(in);
+    /* after the head, the parser may finish without more input (no body) */
+    if (avail == 0 && c->state != CONN_BODY) return;
+    if (c->state == CONN_IDLE) {
+      c->state = CONN_HEAD;
+      arm(c, s->set.header_timeout_ms);
+    }
+    struct evbuffer_iovec v = { NULL, 0 };
+    if (avail && evbuffer_peek(in, -1, NULL, &v, 1) < 1) return;
+    size_t used = 0, blen = 0;
+    const char *body = NULL;
+    int r = gwr_http_feed(&c->parser, v.iov_base, v.iov_len, &used, &body, &blen);
+    if (r == GWR_HTTP_BODY && blen) gw_buf_add(&c->body, body, blen);   /* before the drain: body may point into it */
+    evbuffer_drain(in, used);
+    switch (r) {
+    case GWR_HTTP_MORE:
+      if (avail == 0) return;                        /* need more bytes */
+      break;
+    case GWR_HTTP_HEAD:
+      c->state = CONN_BODY;
+      c->keep_alive = c->parser.req.keep_alive;
+      arm(c, s->set.body_timeout_ms);
+      if (c->parser.req.expect_continue && evbuffer_get_length(in) == 0 &&
+          (c->parser.req.content_length > 0 || c->parser.req.chunked))
+        bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+      break;
+    case GWR_HTTP_BODY:
+      break;
+    case GWR_HTTP_DONE:
+      c->state = CONN_BUSY;
+      evtimer_del(c->timer);
+      bufferevent_disable(c->bev, EV_READ);
+      gwr_exchange_start(c);
+      return;
+    case GWR_HTTP_ERROR:
+    default:
+      c->keep_alive = 0;
+      c->state = CONN_BUSY;
+      bufferevent_disable(c->bev, EV_READ);
+      gwr_conn_error(c, c->parser.status ? c->parser.status : 400, c->parser.error ? c->parser.error : "bad request", NULL);
+      return;
+    }
+  }
+}
+
+static void on_read(struct bufferevent *bev, void *arg) {
+  (void)bev;
+  drive(arg);
+}
+
+static void on_write(struct bufferevent *bev, void *arg) {
+  GwrConn *c = arg;
+  (void)bev;
+  if (c->state == CONN_BUSY && c->ex && c->paused_by) { gwr_exchange_drained(c->ex); return; }
+  if (c->state != CONN_WRITING) return;
+  if (c->closing) { conn_free(c); return; }
+  next_request(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg) {
+  GwrConn *c = arg;
+  (void)bev;
+  if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+    /* a half-closed client still gets the response being written */
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && (c->state == CONN_WRITING || c->state == CONN_BUSY)) {
+      c->closing = 1;
+      c->keep_alive = 0;
+      bufferevent_disable(c->bev, EV_READ);
+      if (c->state == CONN_WRITING && gwr_conn_pending_output(c) == 0) conn_free(c);
+      return;
+    }
+    conn_free(c);
+  }
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg) {
+  GwrConn *c = arg;
+  (void)fd; (void)what;
+  switch (c->state) {
+  case CONN_HEAD: case CONN_BODY: {
+    int head = c->state == CONN_HEAD;
+    c->keep_alive = 0;
+    c->state = CONN_BUSY;
+    bufferevent_disable(c->bev, EV_READ);
+    gwr_conn_error(c, 408, head ? "request head not received in time" : "request body not received in time", NULL);
+    break;
+  }
+  case CONN_IDLE: case CONN_WRITING:
+    conn_free(c);
+    break;
+  default:
+    break;
+  }
+}
+
+static void accept_conn(GwrWorker *w, evutil_socket_t fd, struct sockaddr *sa, int admin) {
+  GwrServer *s = w->srv;
+  if (!admin && (__atomic_add_fetch(&s->nconns, 1, __ATOMIC_RELAXED) > (int)s->set.max_connections || s->stopping)) {
+    __atomic_sub_fetch(&s->nconns, 1, __ATOMIC_RELAXED);
+    evutil_closesocket(fd);            /* accept and close: never a busy loop */
+    return;
+  }
+  GwrConn *c = calloc(1, sizeof *c);
+  if (!c) { evutil_closesocket(fd); if (!admin) __atomic_sub_fetch(&s->nconns, 1, __ATOMIC_RELAXED); return; }
+  c->w = w;
+  c->admin = admin;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (sa->sa_family == AF_INET)
+    inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
+  else if (sa->sa_family == AF_INET6)
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer, sizeof c->peer);
+  gwr_http_init(&c->parser, &s->set.http);
+  c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+  c->timer = evtimer_new(w->base, on_timer, c);
+  c->next = w->conns;
+  if (w->conns) w->conns->prev = c;
+  w->conns = c;
+  if (!c->bev || !c->timer) { conn_free(c); return; }
+  bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+  bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+  c->state = CONN_IDLE;
+  arm(c, s->set.header_timeout_ms < s->set.idle_timeout_ms ? s->set.header_timeout_ms : s->set.idle_timeout_ms);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg) {
+  (void)l; (void)salen;
+  accept_conn(arg, fd, sa, 0);
+}
+
+static void on_accept_admin(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg) {
+  (void)l; (void)salen;
+  accept_conn(arg, fd, sa, 1);
+}
+
+/* "8080", ":8080", "host:port", "[v6]:port" → sockaddr. */
+static int parse_addr(const char *a, struct sockaddr_storage *ss, int *len) {
+  char host[256] = "0.0.0.0";
+  const char *port = a;
+  const char *colon = strrchr(a, ':');
+  if (colon) {
+    size_t n = (size_t)(colon - a);
+    if (n >= sizeof host) return -1;
+    if (n) { memcpy(host, a, n); host[n] = 0; }
+    if (host[0] == '[') { memmove(host, host + 1, strlen(host)); char *e = strchr(host, ']'); if (e) *e = 0; }
+    port = colon + 1;
+  }
+  char *end;
+  long p = strtol(port, &end, 10);
+  if (*end || p <= 0 || p > 65535) return -1;
+  *len = sizeof *ss;
+  char spec[300];
+  snprintf(spec, sizeof spec, strchr(host, ':') ? "[%s]:%ld" : "%s:%ld", host, p);
+  return evutil_parse_sockaddr_port(spec, (struct sockaddr *)ss, len);
+}
+
+static evutil_socket_t bind_socket(const char *addr, char *err, size_t errlen) {
+  struct sockaddr_storage ss;
+  int len;
+  if (parse_addr(addr, &ss, &len) != 0) { snprintf(err, errlen, "invalid listen address '%s'", addr); return -1; }
+  evutil_socket_t fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) { snprintf(err, errlen, "socket: %s", strerror(errno)); return -1; }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (bind(fd, (struct sockaddr *)&ss, (socklen_t)len) != 0 || listen(fd, 1024) != 0) {
+    snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Draining: stop accepting on the public listeners, close connections
+** that are between requests; the others close after their response. */
+static void on_stop(evutil_socket_t fd, short what, void *arg) {
+  GwrWorker *w = arg;
+  (void)fd; (void)what;
+  for (int i = 0; i < w->srv->set.nlisten && i < w->nls; i++)
+    if (w->ls[i]) { evconnlistener_free(w->ls[i]); w->ls[i] = NULL; }
+  for (GwrConn *c = w->conns, *n; c; c = n) {
+    n = c->next;
+    if (!c->admin && (c->state == CONN_IDLE || c->state == CONN_HEAD)) conn_free(c);
+  }
+}
+
+static void *worker_main(void *arg) {
+  GwrWorker *w = arg;
+  event_base_dispatch(w->base);
+  return NULL;
+}
+
+GwrProg *gwr_server_prog(GwrServer *s) {
+  pthread_mutex_lock(&s->prog_lock);
+  GwrProg *g = s->prog;
+  gwr_prog_retain(g);
+  pthread_mutex_unlock(&s->prog_lock);
+  return g;
+}
+
+int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
+  signal(SIGPIPE, SIG_IGN);
+  evthread_use_pthreads();
+  /* room for max_connections sockets plus backend connections */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rlim_t want = (rlim_t)s->set.max_connections * 2 + 1024;
+    if (rl.rlim_cur < want) {
+      rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &rl);
+    }
+  }
+  if (s->nworkers <= 0) s->nworkers = 1;
+  if (s->nworkers > 64) s->nworkers = 64;
+  s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
+  int has_admin = s->set.admin && s->set.admin[0];
+  /* bind every listener first, so a port in use fails before anything starts */
+  static evutil_socket_t fds[64][GWR_MAX_LISTEN + 1];
+  for (int i = 0; i < s->nworkers; i++) {
+    for (int k = 0; k < s->set.nlisten; k++) {
+      fds[i][k] = bind_socket(s->set.listen[k], err, errlen);
+      if (fds[i][k] < 0) goto fail;
+    }
+    if (i == 0 && has_admin) {
+      fds[0][s->set.nlisten] = bind_socket(s->set.admin, err, errlen);
+      if (fds[0][s->set.nlisten] < 0) goto fail;
+    }
+  }
+  for (int i = 0; i < s->nworkers; i++) {
+    GwrWorker *w = &s->workers[i];
+    w->srv = s;
+    w->id = i;
+    w->base = event_base_new();
+    w->fetch = gwr_fetch_new(w->base, NULL);
+    w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    int nl = s->set.nlisten + (i == 0 && has_admin ? 1 : 0);
+    for (int k = 0; k < nl; k++) {
+      w->ls[k] = evconnlistener_new(w->base, k < s->set.nlisten ? on_accept : on_accept_admin, w,
+                                    LEV_OPT_CLOSE_ON_FREE, -1, fds[i][k]);
+      w->nls++;
+    }
+  }
+  for (int i = 0; i < s->nworkers; i++) pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+  return 0;
+fail:
+  free(s->workers);
+  s->workers = NULL;
+  return -1;
+}
+
+void gwr_server_stop(GwrServer *s) {
+  s->stopping = 1;
+  for (int i = 0; i < s->nworkers; i++) event_active(s->workers[i].stop_ev, EV_READ, 0);
+  /* drain: wait for open connections to finish, up to the deadline (the
+  ** admin connections do not count: they stay up while draining) */
+  for (uint32_t waited = 0; waited < s->set.drain_ms; waited += 20) {
+    if (__atomic_load_n(&s->nconns, __ATOMIC_RELAXED) <= 0) break;
+    usleep(20000);
+  }
+  for (int i = 0; i < s->nworkers; i++) event_base_loopbreak(s->workers[i].base);
+  for (int i = 0; i < s->nworkers; i++) pthread_join(s->workers[i].thread, NULL);
+  for (int i = 0; i < s->nworkers; i++) {
+    GwrWorker *w = &s->workers[i];
+    while (w->conns) conn_free(w->conns);      /* past the drain deadline */
+    for (int k = 0; k < w->nls; k++) if (w->ls[k]) evconnlistener_free(w->ls[k]);
+    gwr_fetch_free(w->fetch);
+    event_free(w->stop_ev);
+    event_base_free(w->base);
+  }
+  free(s->workers);
+  s->workers = NULL;
+}

@@ -1,0 +1,234 @@
+/*
+** gwr_value.c — the runtime's JSON values (see gwr_value.h).
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gwr_value.h"
+
+GwValue gwv_null = { GWV_NULL, 0, 0, { NULL } };
+GwValue gwv_true = { GWV_TRUE, 0, 0, { NULL } };
+GwValue gwv_false = { GWV_FALSE, 0, 0, { NULL } };
+
+static GwValue *alloc(GwArena *a, int type) {
+  GwValue *v = gw_arena_alloc(a, sizeof *v);
+  v->type = (uint8_t)type;
+  return v;
+}
+
+GwValue *gwv_string_copy(GwArena *a, const char *s, size_t n) {
+  GwValue *v = alloc(a, GWV_STRING);
+  v->u.s = gw_arena_strndup(a, s, n);
+  v->n = (uint32_t)n;
+  return v;
+}
+
+GwValue *gwv_string_ref(GwArena *a, const char *s, size_t n) {
+  GwValue *v = alloc(a, GWV_STRING);
+  v->u.s = s;
+  v->n = (uint32_t)n;
+  return v;
+}
+
+GwValue *gwv_number_text(GwArena *a, const char *s, size_t n, int copy) {
+  GwValue *v = alloc(a, GWV_NUMBER);
+  v->u.s = copy ? gw_arena_strndup(a, s, n) : s;
+  v->n = (uint32_t)n;
+  return v;
+}
+
+GwValue *gwv_number(GwArena *a, double d) {
+  if (isnan(d) || isinf(d)) return &gwv_null;
+  char buf[40];
+  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+    snprintf(buf, sizeof buf, "%.0f", d);
+    if (!strcmp(buf, "-0")) strcpy(buf, "0");
+  } else {
+    /* the shortest of %.15g..%.17g that reads back the same double */
+    for (int prec = 15; prec <= 17; prec++) {
+      snprintf(buf, sizeof buf, "%.*g", prec, d);
+      if (strtod(buf, NULL) == d) break;
+    }
+  }
+  return gwv_number_text(a, buf, strlen(buf), 1);
+}
+
+GwValue *gwv_array(GwArena *a, uint32_t cap) {
+  GwValue *v = alloc(a, GWV_ARRAY);
+  v->cap = cap;
+  v->u.items = cap ? gw_arena_alloc(a, sizeof(GwValue *) * cap) : NULL;
+  return v;
+}
+
+GwValue *gwv_object(GwArena *a, uint32_t cap) {
+  GwValue *v = alloc(a, GWV_OBJECT);
+  v->cap = cap;
+  v->u.members = cap ? gw_arena_alloc(a, sizeof(GwMember) * cap) : NULL;
+  return v;
+}
+
+void gwv_append(GwArena *a, GwValue *arr, GwValue *v) {
+  if (arr->n == arr->cap) {
+    uint32_t cap = arr->cap ? arr->cap * 2 : 4;
+    GwValue **items = gw_arena_alloc(a, sizeof(GwValue *) * cap);
+    if (arr->n) memcpy(items, arr->u.items, sizeof(GwValue *) * arr->n);
+    arr->u.items = items;
+    arr->cap = cap;
+  }
+  arr->u.items[arr->n++] = v ? v : &gwv_null;
+}
+
+GwValue *gwv_get(const GwValue *obj, const char *k, size_t kn) {
+  if (!obj || obj->type != GWV_OBJECT) return NULL;
+  for (uint32_t i = 0; i < obj->n; i++) {
+    const GwMember *m = &obj->u.members[i];
+    if (m->klen == kn && !memcmp(m->key, k, kn)) return m->val;
+  }
+  return NULL;
+}
+
+void gwv_set(GwArena *a, GwValue *obj, const char *k, size_t kn, GwValue *v, int copy_key) {
+  if (!v) v = &gwv_null;
+  for (uint32_t i = 0; i < obj->n; i++) {
+    GwMember *m = &obj->u.members[i];
+    if (m->klen == kn && !memcmp(m->key, k, kn)) { m->val = v; return; }
+  }
+  if (obj->n == obj->cap) {
+    uint32_t cap = obj->cap ? obj->cap * 2 : 4;
+    GwMember *ms = gw_arena_alloc(a, sizeof(GwMember) * cap);
+    if (obj->n) memcpy(ms, obj->u.members, sizeof(GwMember) * obj->n);
+    obj->u.members = ms;
+    obj->cap = cap;
+  }
+  GwMember *m = &obj->u.members[obj->n++];
+  m->key = copy_key ? gw_arena_strndup(a, k, kn) : k;
+  m->klen = (uint32_t)kn;
+  m->val = v;
+}
+
+int gwv_truthy(const GwValue *v) {
+  return v && v->type != GWV_NULL && v->type != GWV_FALSE;
+}
+
+int gwv_to_double(const GwValue *v, double *d, int strings_too) {
+  if (!v) return 0;
+  if (v->type != GWV_NUMBER && !(strings_too && v->type == GWV_STRING)) return 0;
+  char buf[64];
+  if (v->n == 0 || v->n >= sizeof buf) return 0;
+  memcpy(buf, v->u.s, v->n);
+  buf[v->n] = 0;
+  char *end;
+  double x = strtod(buf, &end);
+  while (*end == ' ') end++;
+  if (*end || buf[0] == ' ' || isnan(x)) return 0;
+  if (v->type == GWV_STRING && (!strncasecmp(buf, "inf", 3) || strchr(buf, 'x') || strchr(buf, 'X'))) return 0;
+  *d = x;
+  return 1;
+}
+
+int gwv_equal(const GwValue *a, const GwValue *b) {
+  if (!a) a = &gwv_null;
+  if (!b) b = &gwv_null;
+  if (a->type != b->type) return 0;
+  switch (a->type) {
+  case GWV_NULL: case GWV_TRUE: case GWV_FALSE: return 1;
+  case GWV_NUMBER: {
+    if (a->n == b->n && !memcmp(a->u.s, b->u.s, a->n)) return 1;
+    double x, y;
+    return gwv_to_double(a, &x, 0) && gwv_to_double(b, &y, 0) && x == y;
+  }
+  case GWV_STRING: return a->n == b->n && !memcmp(a->u.s, b->u.s, a->n);
+  case GWV_ARRAY:
+    if (a->n != b->n) return 0;
+    for (uint32_t i = 0; i < a->n; i++) if (!gwv_equal(a->u.items[i], b->u.items[i])) return 0;
+    return 1;
+  case GWV_OBJECT:
+    if (a->n != b->n) return 0;
+    for (uint32_t i = 0; i < a->n; i++) {
+      const GwMember *m = &a->u.members[i];
+      const GwValue *o = gwv_get(b, m->key, m->klen);
+      if (!o || !gwv_equal(m->val, o)) return 0;
+    }
+    return 1;
+  }
+  return 0;
+}
+
+int gwv_compare(const GwValue *a, const GwValue *b) {
+  if (!a || !b) return 2;
+  if (a->type == GWV_NUMBER && b->type == GWV_NUMBER) {
+    double x, y;
+    if (!gwv_to_double(a, &x, 0) || !gwv_to_double(b, &y, 0)) return 2;
+    return x < y ? -1 : x > y;
+  }
+  if (a->type == GWV_STRING && b->type == GWV_STRING) {
+    uint32_t n = a->n < b->n ? a->n : b->n;
+    int c = memcmp(a->u.s, b->u.s, n);
+    if (c) return c < 0 ? -1 : 1;
+    return a->n < b->n ? -1 : a->n > b->n;
+  }
+  return 2;
+}
+
+static void json_string(const char *s, size_t n, GwBuf *out) {
+  static const char hex[] = "0123456789abcdef";
+  gw_buf_addc(out, '"');
+  size_t start = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    gw_buf_add(out, s + start, i - start);
+    start = i + 1;
+    switch (c) {
+    case '"': gw_buf_adds(out, "\\\""); break;
+    case '\\': gw_buf_adds(out, "\\\\"); break;
+    case '\n': gw_buf_adds(out, "\\n"); break;
+    case '\r': gw_buf_adds(out, "\\r"); break;
+    case '\t': gw_buf_adds(out, "\\t"); break;
+    case '\b': gw_buf_adds(out, "\\b"); break;
+    case '\f': gw_buf_adds(out, "\\f"); break;
+    default: {
+      char e[7] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0 };
+      gw_buf_adds(out, e);
+    }
+    }
+  }
+  gw_buf_add(out, s + start, n - start);
+  gw_buf_addc(out, '"');
+}
+
+void gwv_json(const GwValue *v, GwBuf *out) {
+  if (!v) v = &gwv_null;
+  switch (v->type) {
+  case GWV_NULL: gw_buf_adds(out, "null"); break;
+  case GWV_TRUE: gw_buf_adds(out, "true"); break;
+  case GWV_FALSE: gw_buf_adds(out, "false"); break;
+  case GWV_NUMBER: gw_buf_add(out, v->u.s, v->n); break;
+  case GWV_STRING: json_string(v->u.s, v->n, out); break;
+  case GWV_ARRAY:
+    gw_buf_addc(out, '[');
+    for (uint32_t i = 0; i < v->n; i++) { if (i) gw_buf_addc(out, ','); gwv_json(v->u.items[i], out); }
+    gw_buf_addc(out, ']');
+    break;
+  case GWV_OBJECT:
+    gw_buf_addc(out, '{');
+    for (uint32_t i = 0; i < v->n; i++) {
+      if (i) gw_buf_addc(out, ',');
+      json_string(v->u.members[i].key, v->u.members[i].klen, out);
+      gw_buf_addc(out, ':');
+      gwv_json(v->u.members[i].val, out);
+    }
+    gw_buf_addc(out, '}');
+    break;
+  }
+}
+
+void gwv_render(const GwValue *v, GwBuf *out) {
+  if (!v) return;
+  switch (v->type) {
+  case GWV_NULL: break;
+  case GWV_STRING: case GWV_NUMBER: gw_buf_add(out, v->u.s, v->n); break;
+  default: gwv_json(v, out);
+  }
+}
