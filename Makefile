@@ -113,8 +113,13 @@ bench-compile: all
 
 bench: bench-compile
 
+# The demo: mock backends (a second gwd serving examples/mock-backends on
+# 127.0.0.1:9001-9004) and the gateway with endpoints/ on 127.0.0.1:8080.
 run demo: all
-	$(Q)$(B)/gwc check endpoints
+	@echo "demo: the gateway on http://127.0.0.1:8080, admin on 127.0.0.1:9901, mock backends on 127.0.0.1:9001-9004 (Ctrl-C stops all)"
+	$(Q)$(B)/gwd --workers 1 examples/mock-backends & mock=$$!; \
+	  trap 'kill $$mock 2>/dev/null' EXIT INT TERM; \
+	  $(B)/gwd --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 endpoints
 
 install: all
 	install -d $(DESTDIR)/usr/local/bin
