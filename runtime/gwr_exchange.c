@@ -764,7 +764,11 @@ void gwr_exchange_start(GwrConn *c) {
   take_traceparent(ex, r);
   const char *err = NULL;
   int st = gwr_path_normalize(&ex->arena, r->target, r->target_len, &ex->path, &err);
-  if (st) { finish_error(ex, st, err ? err : "bad request target"); goto out; }
+  if (st) {                          /* refused like any malformed request: answer and close */
+    c->keep_alive = 0;
+    finish_error(ex, st, err ? err : "bad request target");
+    goto out;
+  }
   if (c->admin) { ex->finished = 1; admin(c, &ex->path); goto out; }
   GwrRouteSeg segs[GWR_MAX_SEGMENTS];
   for (int i = 0; i < ex->path.nseg; i++) {

@@ -229,6 +229,33 @@ def test_unit_binaries():
             bad(name, "exit %d, last line %r\n%s%s" % (r.returncode, last, r.stdout[-3000:], r.stderr[-2000:]))
 
 
+def test_e2e():
+    """End-to-end: gwd and mock backends on loopback (tests/e2e/run.py)."""
+    import re
+    exe = os.path.join(ROOT, "tests", "e2e", "run.py")
+    if not os.path.exists(os.path.join(B, "gwd")):
+        bad("e2e", "build/gwd missing")
+        return
+    try:
+        r = subprocess.run(["/usr/bin/python3", exe, B], cwd=ROOT, capture_output=True, text=True,
+                           errors="replace", timeout=420)
+    except subprocess.TimeoutExpired:
+        bad("e2e", "timed out")
+        return
+    out = r.stdout.strip().splitlines()
+    m = re.match(r"^(\d+) passed, (\d+) failed$", out[-1] if out else "")
+    if not m:
+        bad("e2e", "no summary line\n" + r.stdout[-2000:] + r.stderr[-2000:])
+        return
+    global passed
+    passed += int(m.group(1))
+    for line in out:
+        if line.startswith("FAIL"):
+            bad(line[5:].split(":")[0], line)
+    if int(m.group(2)) and not any(l.startswith("FAIL") for l in out):
+        bad("e2e", r.stdout[-2000:])
+
+
 def test_docs():
     """docs/bytecode.md is generated from the opcode/format tables: keep it current."""
     r = subprocess.run([os.path.join(B, "opdoc")], capture_output=True, text=True)
@@ -255,6 +282,7 @@ if __name__ == "__main__":
     test_cli()
     test_docs()
     test_unit_binaries()
+    test_e2e()
     test_grammar_conflicts()
     test_sources_formatted()
     test_doc_examples()
