@@ -72,7 +72,6 @@ int main(int argc, char **argv) {
 
   GwrServer srv;
   memset(&srv, 0, sizeof srv);
-  pthread_mutex_init(&srv.prog_lock, NULL);
   gwr_settings_defaults(&srv.set);
   gwr_settings_from_program(&srv.set, g->p);
   if (nlisten) {
@@ -105,7 +104,6 @@ int main(int argc, char **argv) {
   gwr_log("info", "signal %d: draining (up to %u ms)", (int)got_signal, srv.set.drain_ms);
   gwr_server_stop(&srv);
   gwr_prog_release(srv.prog);
-  pthread_mutex_destroy(&srv.prog_lock);
   curl_global_cleanup();
   gwr_log("info", "stopped");
   return 0;

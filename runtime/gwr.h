@@ -103,12 +103,14 @@ struct GwrWorker {
   int                 nls;
   struct event       *stop_ev;
   GwrConn            *conns;       /* open connections, for draining and shutdown */
+  GwrProg            *prog;        /* this worker's reference to the current program:
+                                      read without a lock on the hot path; a reload
+                                      will swap it from an event on this worker's loop */
 };
 
 struct GwrServer {
   GwrSettings  set;
-  GwrProg     *prog;               /* current program; swap under prog_lock */
-  pthread_mutex_t prog_lock;
+  GwrProg     *prog;               /* the program loaded at start (each worker holds a reference) */
   GwrWorker   *workers;
   int          nworkers;
   int          nconns;             /* atomic */
@@ -120,7 +122,8 @@ struct GwrServer {
 int  gwr_server_start(GwrServer *s, char *err, size_t errlen);
 /* Stop accepting, let in-flight requests finish up to the drain deadline, join. */
 void gwr_server_stop(GwrServer *s);
-GwrProg *gwr_server_prog(GwrServer *s);   /* a retained reference */
+/* A retained reference to the program, for a request on worker w. */
+GwrProg *gwr_worker_prog(GwrWorker *w);
 
 /* ---- connections (gwr_server.c) and exchanges (gwr_exchange.c) ------------------- */
 

@@ -755,7 +755,7 @@ void gwr_exchange_start(GwrConn *c) {
   if (!ex) { gwr_conn_error(c, 503, "out of memory", NULL); return; }
   ex->c = c;
   c->ex = ex;
-  ex->g = gwr_server_prog(s);
+  ex->g = gwr_worker_prog(c->w);
   ex->p = ex->g->p;
   gw_arena_init(&ex->arena);
   ex->head = r->method == GW_METHOD_HEAD;

@@ -341,12 +341,9 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-GwrProg *gwr_server_prog(GwrServer *s) {
-  pthread_mutex_lock(&s->prog_lock);
-  GwrProg *g = s->prog;
-  gwr_prog_retain(g);
-  pthread_mutex_unlock(&s->prog_lock);
-  return g;
+GwrProg *gwr_worker_prog(GwrWorker *w) {
+  gwr_prog_retain(w->prog);
+  return w->prog;
 }
 
 int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
@@ -381,6 +378,8 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
     GwrWorker *w = &s->workers[i];
     w->srv = s;
     w->id = i;
+    w->prog = s->prog;
+    gwr_prog_retain(w->prog);
     w->base = event_base_new();
     w->fetch = gwr_fetch_new(w->base, NULL);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
@@ -415,6 +414,7 @@ void gwr_server_stop(GwrServer *s) {
     while (w->conns) conn_free(w->conns);      /* past the drain deadline */
     for (int k = 0; k < w->nls; k++) if (w->ls[k]) evconnlistener_free(w->ls[k]);
     gwr_fetch_free(w->fetch);
+    gwr_prog_release(w->prog);
     event_free(w->stop_ev);
     event_base_free(w->base);
   }
