@@ -103,6 +103,7 @@ struct GwrWorker {
   int                 nls;
   struct event       *stop_ev;
   GwrConn            *conns;       /* open connections, for draining and shutdown */
+  uint32_t           *inflight;    /* calls in flight per backend of prog (the queue cap) */
   GwrProg            *prog;        /* this worker's reference to the current program:
                                       read without a lock on the hot path; a reload
                                       will swap it from an event on this worker's loop */

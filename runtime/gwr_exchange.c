@@ -33,12 +33,14 @@ typedef struct CallRt {
   GwrExtract   *x;
   long          status;
   const char   *fail;           /* failure kind, set by a callback before it aborts */
+  int           counted;        /* counted in the worker's inflight[backend] */
   GwValue      *value;
   GwBuf         body;
 } CallRt;
 
 struct GwrExchange {
   GwrConn        *c;
+  GwrWorker      *w;
   GwrProg        *g;
   const GwProgram *p;
   GwArena         arena;
@@ -61,10 +63,17 @@ struct GwrExchange {
   int             pchunked, pstarted;
 };
 
+/* A call leaves the worker's in-flight count of its backend. */
+static void uncount(GwrExchange *ex, CallRt *k) {
+  if (k->counted) ex->w->inflight[k->rec->backend]--;
+  k->counted = 0;
+}
+
 static void ex_free(GwrExchange *ex) {
   for (uint32_t i = 0; i < ex->ncalls; i++) {
     CallRt *k = &ex->calls[i];
     if (k->xfer) { gwr_fetch_cancel(k->xfer); k->xfer = NULL; }
+    uncount(ex, k);
     if (k->x) { gwr_extract_free(k->x); k->x = NULL; }
     gw_buf_free(&k->body);
   }
@@ -91,6 +100,7 @@ static void cancel_all(GwrExchange *ex) {
   for (uint32_t i = 0; i < ex->ncalls; i++) {
     CallRt *k = &ex->calls[i];
     if (k->xfer) { gwr_fetch_cancel(k->xfer); k->xfer = NULL; }
+    uncount(ex, k);
   }
   if (ex->deadline) evtimer_del(ex->deadline);
 }
@@ -248,6 +258,7 @@ static void on_done(void *ud, int kind, long status, const char *detail) {
   (void)detail;
   enter(ex);
   k->xfer = NULL;
+  uncount(ex, k);
   if (status) k->status = status;
   if (!ex->finished) {
     if (k->fail) call_failed(k, k->fail);
@@ -364,6 +375,13 @@ static void start_call(GwrExchange *ex, CallRt *k) {
   }
   hv[nh] = NULL;
   const GwBackend *B = &p->backends[R->backend];
+  /* a bounded queue per backend: beyond it, fail fast instead of piling up */
+  uint32_t *inflight = &ex->c->w->inflight[R->backend];
+  if (*inflight >= 2 * (B->max_connections ? B->max_connections : 1)) {
+    gw_buf_free(&url);
+    call_failed(k, "overloaded");
+    return;
+  }
   GwrJsonLimits lim = { ex->c->w->srv->set.max_json_depth };
   k->x = gwr_extract_new(&ex->arena, ex->g->paths[ex->E->call_first + k->i], &lim);
   GwrFetchReq fr;
@@ -383,7 +401,9 @@ static void start_call(GwrExchange *ex, CallRt *k) {
   k->state = C_RUNNING;
   k->xfer = gwr_fetch_start(ex->c->w->fetch, &fr);
   gw_buf_free(&url);
-  if (!k->xfer) call_failed(k, "connect");
+  if (!k->xfer) { call_failed(k, "connect"); return; }
+  (*inflight)++;
+  k->counted = 1;
 }
 
 static void advance(GwrExchange *ex) {
@@ -754,6 +774,7 @@ void gwr_exchange_start(GwrConn *c) {
   GwrExchange *ex = calloc(1, sizeof *ex);
   if (!ex) { gwr_conn_error(c, 503, "out of memory", NULL); return; }
   ex->c = c;
+  ex->w = c->w;
   c->ex = ex;
   ex->g = gwr_worker_prog(c->w);
   ex->p = ex->g->p;

@@ -380,6 +380,7 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
     w->id = i;
     w->prog = s->prog;
     gwr_prog_retain(w->prog);
+    w->inflight = calloc((size_t)w->prog->p->n_backends + 1, sizeof *w->inflight);
     w->base = event_base_new();
     w->fetch = gwr_fetch_new(w->base, NULL);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
@@ -415,6 +416,7 @@ void gwr_server_stop(GwrServer *s) {
     for (int k = 0; k < w->nls; k++) if (w->ls[k]) evconnlistener_free(w->ls[k]);
     gwr_fetch_free(w->fetch);
     gwr_prog_release(w->prog);
+    free(w->inflight);
     event_free(w->stop_ev);
     event_base_free(w->base);
   }
