@@ -701,6 +701,15 @@ static void check_call(GwcCompiler *C, Ep *ep, Node *s) {
     if (seen[k]) { gwc_diag_node(C, DIAG_ERROR, o, "duplicate '%s' on call '%s'", o->s, s->s); continue; }
     seen[k] = o;
     if (o->a) check_expr(C, &S, o->a);
+    if (k == 1 && o->a && o->a->kind == E_OBJ)       /* headers { }: framing is the gateway's */
+      for (Node *x = o->a->list; x; x = x->next) {
+        static const char *const f[] = { "host", "content-length", "transfer-encoding", "connection", "expect",
+                                         "te", "upgrade", "keep-alive", "trailer", "proxy-connection",
+                                         "x-forwarded-for", "x-forwarded-proto", "x-request-id" };
+        for (size_t j = 0; x->kind == E_ENTRY && j < sizeof f / sizeof f[0]; j++)
+          if (!strcasecmp(x->s, f[j]))
+            gwc_diag_node(C, DIAG_ERROR, x, "header '%s' is set by the gateway, not by a call", x->s);
+      }
     if (k == 3) check_dur(C, o->list, "timeout");
     if (k == 4) check_dur(C, o->list, "cache");
     if (k == 5) s->op = CALL_OPTIONAL;
@@ -823,8 +832,8 @@ static void check_endpoint(GwcCompiler *C, Node *d) {
   } else {
     Node *r = ep->respond;
     uint64_t st = r->a ? r->a->ival : 200;
-    if (st < 100 || st > 599) gwc_diag_node(C, DIAG_ERROR, r->a, "status %s is not an HTTP status (100-599)", r->a->s);
-    if ((st == 204 || st == 304 || st < 200) && r->b)
+    if (st < 200 || st > 599) gwc_diag_node(C, DIAG_ERROR, r->a, "'respond' takes a final status (200-599), not %s", r->a->s);
+    if ((st == 204 || st == 304) && r->b)
       gwc_diag_node(C, DIAG_ERROR, r->b, "a %u response has no body", (unsigned)st);
     check_expr(C, &S, r->b);
   }

@@ -86,11 +86,12 @@ int main(int argc, char **argv) {
   for (uint32_t i = 0; i < g->p->n_endpoints; i++)
     if (g->p->endpoints[i].cache_ms) { gwr_log("warn", "response caching is declared but not done by this build yet"); break; }
 
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
+  /* the workers inherit a mask that blocks SIGTERM/SIGINT; main waits for them */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
   if (gwr_server_start(&srv, err, sizeof err) != 0) {
     fprintf(stderr, "gwd: %s\n", err);
     gwr_prog_release(g);
@@ -100,8 +101,17 @@ int main(int argc, char **argv) {
   for (int i = 0; i < srv.set.nlisten; i++) gwr_log("info", "listening on %s", srv.set.listen[i]);
   if (srv.set.admin && srv.set.admin[0]) gwr_log("info", "admin on %s", srv.set.admin);
   gwr_log("info", "serving %s: %u endpoints, %d workers", program, g->p->n_endpoints, srv.nworkers);
-  while (!got_signal) pause();
-  gwr_log("info", "signal %d: draining (up to %u ms)", (int)got_signal, srv.set.drain_ms);
+  int sig = 0;
+  sigwait(&set, &sig);
+  gwr_log("info", "signal %d: draining (up to %u ms)", sig, srv.set.drain_ms);
+  /* a second signal during the drain exits at once */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  got_signal = sig;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
   gwr_server_stop(&srv);
   gwr_prog_release(srv.prog);
   curl_global_cleanup();

@@ -102,6 +102,7 @@ struct GwrWorker {
   struct evconnlistener *ls[GWR_MAX_LISTEN + 1];
   int                 nls;
   struct event       *stop_ev;
+  struct event       *resume_ev;   /* accepting again after running out of descriptors */
   GwrConn            *conns;       /* open connections, for draining and shutdown */
   uint32_t           *inflight;    /* calls in flight per backend of prog (the queue cap) */
   GwrProg            *prog;        /* this worker's reference to the current program:

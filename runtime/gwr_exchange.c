@@ -33,6 +33,7 @@ typedef struct CallRt {
   GwrExtract   *x;
   long          status;
   const char   *fail;           /* failure kind, set by a callback before it aborts */
+  uint64_t      got;            /* body bytes received */
   int           counted;        /* counted in the worker's inflight[backend] */
   GwValue      *value;
   GwBuf         body;
@@ -239,6 +240,7 @@ static int on_head(void *ud, long status, const GwrFetchHeader *h, size_t nh) {
 
 static int on_data(void *ud, const char *p, size_t n) {
   CallRt *k = ud;
+  k->got += n;
   if (gwr_extract_feed(k->x, p, n) != 0) { k->fail = "invalid_body"; return -1; }
   return 0;
 }
@@ -265,7 +267,8 @@ static void on_done(void *ud, int kind, long status, const char *detail) {
     else if (kind != GWR_FETCH_OK) call_failed(k, kind_of(kind));
     else {
       GwValue *v = NULL;
-      if (gwr_extract_finish(k->x, &v) != 0 || !v) call_failed(k, "invalid_body");
+      if (k->got == 0) { k->state = C_DONE; k->value = &gwv_null; ex->vm.results[k->i] = &gwv_null; }  /* 204, empty 200 */
+      else if (gwr_extract_finish(k->x, &v) != 0 || !v) call_failed(k, "invalid_body");
       else { k->state = C_DONE; k->value = v; ex->vm.results[k->i] = v; }
     }
     if (!ex->finished) advance(ex);
@@ -302,6 +305,15 @@ static int token_ok(const char *s, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (!(isalnum((unsigned char)s[i]) || strchr("!#$%&'*+-.^_`|~", s[i]))) return 0;
   return 1;
+}
+
+/* Headers that frame the message or the connection: only the gateway sets them. */
+static int framing_header(const char *name, size_t n) {
+  static const char *const f[] = { "host", "content-length", "transfer-encoding", "connection", "expect",
+                                   "te", "upgrade", "keep-alive", "trailer", "proxy-connection" };
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+    if (strlen(f[i]) == n && !strncasecmp(f[i], name, n)) return 1;
+  return 0;
 }
 
 static const char *pick_base(GwrExchange *ex, uint32_t b) {
@@ -359,7 +371,7 @@ static void start_call(GwrExchange *ex, CallRt *k) {
   if (hobj && hobj->type == GWV_OBJECT)
     for (uint32_t i = 0; i < hobj->n; i++) {
       const GwMember *m = &hobj->u.members[i];
-      if (GWV_IS_NULL(m->val) || !token_ok(m->key, m->klen)) continue;
+      if (GWV_IS_NULL(m->val) || !token_ok(m->key, m->klen) || framing_header(m->key, m->klen)) continue;
       GwBuf r = {0};
       gwv_render(m->val, &r);
       if (header_value_ok(r.p ? r.p : "", r.n))
@@ -467,6 +479,8 @@ static int hexval(int c) {
   return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
+/* Strict UTF-8 (RFC 3629): no overlong forms, surrogates or code points
+** past U+10FFFF, so whatever passes can be written as JSON. */
 static int utf8_ok(const char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
@@ -475,6 +489,9 @@ static int utf8_ok(const char *s, size_t n) {
     int len = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
     if (!len || n - i < (size_t)len) return 0;
     for (int k = 1; k < len; k++) if (((unsigned char)s[i + k] & 0xC0) != 0x80) return 0;
+    unsigned c1 = (unsigned char)s[i + 1];
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F))
+      return 0;
     i += (size_t)len;
   }
   return 1;
@@ -630,7 +647,22 @@ static int p_head(void *ud, long status, const GwrFetchHeader *h, size_t nh) {
   gwr_conn_stream_head(ex->c, (int)status, gw_buf_cstr(&hb), ex->pchunked);
   gw_buf_free(&hb);
   ex->pstarted = 1;
+  if (ex->deadline) evtimer_del(ex->deadline);   /* from now on progress, not a deadline, bounds it */
   return 0;
+}
+
+/* No response head from the proxied backend within the endpoint's timeout. */
+static void p_deadline(evutil_socket_t fd, short what, void *arg) {
+  GwrExchange *ex = arg;
+  (void)fd; (void)what;
+  enter(ex);
+  if (!ex->finished && !ex->pstarted) {
+    if (ex->pxfer) { gwr_fetch_cancel(ex->pxfer); ex->pxfer = NULL; }
+    ex->finished = 1;
+    gwr_log("warn", "request %s: proxy to %s: no answer in time", ex->reqid, cstr(ex->p, ex->p->backends[ex->E->proxy].name));
+    if (ex->c) backend_error(ex, 504, "timeout", ex->E->proxy);
+  }
+  leave(ex);
 }
 
 static int p_data(void *ud, const char *p, size_t n) {
@@ -712,7 +744,8 @@ static void start_proxy(GwrExchange *ex) {
   if (ex->c->body.n || r->content_length >= 0 || r->chunked) { fr.body = ex->c->body.p ? ex->c->body.p : ""; fr.body_len = ex->c->body.n; }
   fr.body_size = -1;
   fr.connect_timeout_ms = B->connect_timeout_ms;
-  fr.timeout_ms = 24L * 3600 * 1000;   /* streamed: the client may be slow; backpressure bounds memory */
+  fr.timeout_ms = 3600L * 1000;        /* streamed: the head has the endpoint's deadline (p_deadline);
+                                          the body may take long, paced by the client */
   fr.max_response = (size_t)-1;        /* any size: it is streamed, not kept */
   fr.on_head = p_head;
   fr.on_data = p_data;
@@ -720,7 +753,11 @@ static void start_proxy(GwrExchange *ex) {
   fr.ud = ex;
   ex->pxfer = gwr_fetch_start(ex->c->w->fetch, &fr);
   gw_buf_free(&url);
-  if (!ex->pxfer) { ex->finished = 1; backend_error(ex, 502, "connect", E->proxy); }
+  if (!ex->pxfer) { ex->finished = 1; backend_error(ex, 502, "connect", E->proxy); return; }
+  uint32_t ms = E->timeout_ms != GW_NONE ? E->timeout_ms : 10000;
+  ex->deadline = evtimer_new(ex->c->w->base, p_deadline, ex);
+  struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+  evtimer_add(ex->deadline, &tv);
 }
 
 /* ---- admin ------------------------------------------------------------------------- */
@@ -784,6 +821,15 @@ void gwr_exchange_start(GwrConn *c) {
   make_reqid(ex, r);
   take_traceparent(ex, r);
   const char *err = NULL;
+  if (r->method == GW_METHOD_OPTIONS && r->target_len == 1 && r->target[0] == '*') {
+    GwBuf h = {0};
+    base_headers(ex, &h);
+    gw_buf_adds(&h, "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n");
+    ex->finished = 1;
+    gwr_conn_respond(c, 204, gw_buf_cstr(&h), NULL, 0);
+    gw_buf_free(&h);
+    goto out;
+  }
   int st = gwr_path_normalize(&ex->arena, r->target, r->target_len, &ex->path, &err);
   if (st) {                          /* refused like any malformed request: answer and close */
     c->keep_alive = 0;
@@ -856,11 +902,19 @@ void gwr_exchange_start(GwrConn *c) {
       gwr_tail_join(segs, ex->m.tail_first, ex->path.nseg, tmp, (size_t)pn + 1);
       pv = tmp;
     }
+    if (sg->kind == GW_SEG_TAIL && ex->m.tail_first >= 0) {
+      int n = ex->path.nseg - ex->m.tail_first;
+      const char **ts = gw_arena_alloc(&ex->arena, sizeof *ts * (size_t)(n + 1));
+      uint32_t *tl = gw_arena_alloc(&ex->arena, sizeof *tl * (size_t)(n + 1));
+      for (int j = 0; j < n; j++) { ts[j] = segs[ex->m.tail_first + j].dec; tl[j] = segs[ex->m.tail_first + j].dec_len; }
+      vm->tail_seg = ts; vm->tail_len = tl; vm->tail_n = n;
+    }
     if (sg->kind == GW_SEG_INT) {
       long long iv = strtoll(gw_arena_strndup(&ex->arena, pv, pn), NULL, 10);
       vm->params[k] = gwv_number(&ex->arena, (double)iv);
     } else {
       vm->params[k] = gwv_string_copy(&ex->arena, pv, pn);
+      if (sg->kind == GW_SEG_TAIL) vm->tail_value = vm->params[k];
     }
     k++;
   }

@@ -48,6 +48,7 @@ const char *gwr_status_text(int s) {
 }
 
 static void conn_free(GwrConn *c) {
+  if (!c) return;
   if (c->ex) { GwrExchange *ex = c->ex; c->ex = NULL; gwr_exchange_abort(ex); }
   if (c->prev) c->prev->next = c->next; else c->w->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -66,6 +67,15 @@ static void arm(GwrConn *c, uint32_t ms) {
 
 static void drive(GwrConn *c);
 
+/* While a response is being written, a client that takes no bytes for
+** idle_timeout is dropped; a slow but steady one is not (progress, not a
+** deadline). */
+static void write_timeout(GwrConn *c, int on) {
+  uint32_t ms = c->w->srv->set.idle_timeout_ms;
+  struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+  bufferevent_set_timeouts(c->bev, NULL, on ? &tv : NULL);
+}
+
 size_t gwr_conn_pending_output(GwrConn *c) {
   return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
@@ -76,7 +86,9 @@ static void write_head(GwrConn *c, struct evbuffer *out, int status, const char 
   if (chunked) evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
   if (extra) evbuffer_add(out, extra, strlen(extra));
   if (!c->keep_alive || (c->w->srv->stopping && !c->admin)) { evbuffer_add_printf(out, "Connection: close\r\n"); c->keep_alive = 0; }
+  else if (c->parser.req.minor == 0) evbuffer_add_printf(out, "Connection: keep-alive\r\n");
   evbuffer_add(out, "\r\n", 2);
+  write_timeout(c, 1);
 }
 
 void gwr_conn_respond(GwrConn *c, int status, const char *extra, struct evbuffer *body, int head_only) {
@@ -89,7 +101,7 @@ void gwr_conn_respond(GwrConn *c, int status, const char *extra, struct evbuffer
   c->ex = NULL;
   c->state = CONN_WRITING;
   if (!c->keep_alive) c->closing = 1;
-  arm(c, c->w->srv->set.idle_timeout_ms);      /* a client that never reads is dropped */
+  evtimer_del(c->timer);
   bufferevent_enable(c->bev, EV_WRITE);
 }
 
@@ -123,9 +135,14 @@ void gwr_conn_stream_data(GwrConn *c, const char *p, size_t n, int chunked) {
   if (chunked) evbuffer_add(out, "\r\n", 2);
 }
 
+static void conn_free(GwrConn *c);
+
 static void next_request(GwrConn *c) {
+  if (c->w->srv->stopping && !c->admin) { conn_free(c); return; }   /* draining */
   c->state = CONN_IDLE;
+  write_timeout(c, 0);
   gwr_http_reset(&c->parser);
+  if (c->body.cap > 65536) gw_buf_free(&c->body);     /* no big buffer kept per idle connection */
   c->body.n = 0;
   arm(c, c->w->srv->set.idle_timeout_ms);
   bufferevent_enable(c->bev, EV_READ);
@@ -140,8 +157,11 @@ void gwr_conn_stream_end(GwrConn *c, int chunked, int ok) {
   c->paused_by = 0;
   c->state = CONN_WRITING;
   if (!c->keep_alive) c->closing = 1;
-  arm(c, c->w->srv->set.idle_timeout_ms);
   bufferevent_enable(c->bev, EV_WRITE);
+  if (evbuffer_get_length(out) == 0) {           /* nothing left to flush: no write callback will come */
+    if (c->closing) conn_free(c);
+    else next_request(c);
+  }
 }
 
 /* Parse what is buffered; act on each parser event. */
@@ -180,7 +200,9 @@ static void drive(GwrConn *c) {
     case GWR_HTTP_DONE:
       c->state = CONN_BUSY;
       evtimer_del(c->timer);
-      bufferevent_disable(c->bev, EV_READ);
+      /* keep reading (bounded by the read watermark) so that a client
+      ** that goes away is noticed and its calls cancelled; pipelined
+      ** bytes wait in the buffer until this response is queued */
       gwr_exchange_start(c);
       return;
     case GWR_HTTP_ERROR:
@@ -195,8 +217,10 @@ static void drive(GwrConn *c) {
 }
 
 static void on_read(struct bufferevent *bev, void *arg) {
+  GwrConn *c = arg;
   (void)bev;
-  drive(arg);
+  if (c->state == CONN_BUSY || c->state == CONN_WRITING) return;   /* parsed after the response */
+  drive(c);
 }
 
 static void on_write(struct bufferevent *bev, void *arg) {
@@ -211,13 +235,15 @@ static void on_write(struct bufferevent *bev, void *arg) {
 static void on_event(struct bufferevent *bev, short what, void *arg) {
   GwrConn *c = arg;
   (void)bev;
+  if (what & BEV_EVENT_TIMEOUT) { conn_free(c); return; }   /* the client stopped reading */
   if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-    /* a half-closed client still gets the response being written */
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && (c->state == CONN_WRITING || c->state == CONN_BUSY)) {
+    /* a half-closed client still gets the response already being written;
+    ** one that goes away while its request is handled cancels it */
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state == CONN_WRITING &&
+        gwr_conn_pending_output(c) > 0) {
       c->closing = 1;
       c->keep_alive = 0;
       bufferevent_disable(c->bev, EV_READ);
-      if (c->state == CONN_WRITING && gwr_conn_pending_output(c) == 0) conn_free(c);
       return;
     }
     conn_free(c);
@@ -236,7 +262,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
     gwr_conn_error(c, 408, head ? "request head not received in time" : "request body not received in time", NULL);
     break;
   }
-  case CONN_IDLE: case CONN_WRITING:
+  case CONN_IDLE:
     conn_free(c);
     break;
   default:
@@ -269,6 +295,7 @@ static void accept_conn(GwrWorker *w, evutil_socket_t fd, struct sockaddr *sa, i
   w->conns = c;
   if (!c->bev || !c->timer) { conn_free(c); return; }
   bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+  bufferevent_setwatermark(c->bev, EV_READ, 0, 256 * 1024);   /* bounded read-ahead */
   bufferevent_enable(c->bev, EV_READ | EV_WRITE);
   c->state = CONN_IDLE;
   arm(c, s->set.header_timeout_ms < s->set.idle_timeout_ms ? s->set.header_timeout_ms : s->set.idle_timeout_ms);
@@ -282,6 +309,22 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 static void on_accept_admin(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg) {
   (void)l; (void)salen;
   accept_conn(arg, fd, sa, 1);
+}
+
+/* Out of file descriptors (EMFILE/ENFILE): the listening socket stays
+** readable, so pause accepting for 100 ms instead of spinning. */
+static void on_accept_error(struct evconnlistener *l, void *arg) {
+  GwrWorker *w = arg;
+  (void)l;
+  for (int i = 0; i < w->nls; i++) if (w->ls[i]) evconnlistener_disable(w->ls[i]);
+  struct timeval tv = { 0, 100000 };
+  evtimer_add(w->resume_ev, &tv);
+}
+
+static void on_resume_accept(evutil_socket_t fd, short what, void *arg) {
+  GwrWorker *w = arg;
+  (void)fd; (void)what;
+  for (int i = 0; i < w->nls; i++) if (w->ls[i]) evconnlistener_enable(w->ls[i]);
 }
 
 /* "8080", ":8080", "host:port", "[v6]:port" → sockaddr. */
@@ -305,15 +348,23 @@ static int parse_addr(const char *a, struct sockaddr_storage *ss, int *len) {
   return evutil_parse_sockaddr_port(spec, (struct sockaddr *)ss, len);
 }
 
-static evutil_socket_t bind_socket(const char *addr, char *err, size_t errlen) {
+/* Bind and listen. reuseport: one socket per worker on the same address;
+** probe: bind once without SO_REUSEPORT first, so that a port held by
+** another process (even another gwd) is an error, not a silent split. */
+static evutil_socket_t bind_socket(const char *addr, int reuseport, int probe, char *err, size_t errlen) {
   struct sockaddr_storage ss;
   int len;
   if (parse_addr(addr, &ss, &len) != 0) { snprintf(err, errlen, "invalid listen address '%s'", addr); return -1; }
+  if (probe) {
+    evutil_socket_t t = bind_socket(addr, 0, 0, err, errlen);
+    if (t < 0) return -1;
+    close(t);
+  }
   evutil_socket_t fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) { snprintf(err, errlen, "socket: %s", strerror(errno)); return -1; }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (bind(fd, (struct sockaddr *)&ss, (socklen_t)len) != 0 || listen(fd, 1024) != 0) {
     snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
     close(fd);
@@ -366,11 +417,11 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
   static evutil_socket_t fds[64][GWR_MAX_LISTEN + 1];
   for (int i = 0; i < s->nworkers; i++) {
     for (int k = 0; k < s->set.nlisten; k++) {
-      fds[i][k] = bind_socket(s->set.listen[k], err, errlen);
+      fds[i][k] = bind_socket(s->set.listen[k], 1, i == 0, err, errlen);
       if (fds[i][k] < 0) goto fail;
     }
     if (i == 0 && has_admin) {
-      fds[0][s->set.nlisten] = bind_socket(s->set.admin, err, errlen);
+      fds[0][s->set.nlisten] = bind_socket(s->set.admin, 0, 0, err, errlen);
       if (fds[0][s->set.nlisten] < 0) goto fail;
     }
   }
@@ -385,9 +436,11 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
     w->fetch = gwr_fetch_new(w->base, NULL);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     int nl = s->set.nlisten + (i == 0 && has_admin ? 1 : 0);
+    w->resume_ev = evtimer_new(w->base, on_resume_accept, w);
     for (int k = 0; k < nl; k++) {
       w->ls[k] = evconnlistener_new(w->base, k < s->set.nlisten ? on_accept : on_accept_admin, w,
-                                    LEV_OPT_CLOSE_ON_FREE, -1, fds[i][k]);
+                                    LEV_OPT_CLOSE_ON_FREE, 0, fds[i][k]);   /* 0: already listening */
+      evconnlistener_set_error_cb(w->ls[k], on_accept_error);
       w->nls++;
     }
   }
@@ -418,6 +471,7 @@ void gwr_server_stop(GwrServer *s) {
     gwr_prog_release(w->prog);
     free(w->inflight);
     event_free(w->stop_ev);
+    event_free(w->resume_ev);
     event_base_free(w->base);
   }
   free(s->workers);

@@ -374,6 +374,14 @@ GwValue *gwr_vm_run(GwrVm *vm, uint32_t b, GwValue *cur) {
         return NULL;
       }
       GwBuf r = {0}, enc = {0};
+      if (op == GW_OP_ENCTAIL && x == vm->tail_value && vm->tail_seg) {
+        for (int i = 0; i < vm->tail_n; i++) {
+          if (i) gw_buf_addc(&enc, '/');
+          enc_segment(&enc, vm->tail_seg[i], vm->tail_len[i]);
+        }
+        st[sp - 1] = str_of(vm, &enc);
+        break;
+      }
       gwv_render(x, &r);
       const char *s = r.p ? r.p : "";
       if (op == GW_OP_ENCTAIL) {

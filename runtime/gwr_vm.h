@@ -23,6 +23,13 @@ typedef struct GwrVm {
   uint64_t   steps, max_steps;
   double     now;            /* now(), fixed for the request */
   int        missing;        /* set by ENCSEG/ENCTAIL on null: the call cannot be made */
+  /* A {rest*} tail's decoded segments: ENCTAIL of that very value encodes
+  ** each segment and joins them with '/', so a decoded "%2F" inside a
+  ** segment never becomes a separator. */
+  const GwValue *tail_value;
+  const char *const *tail_seg;
+  const uint32_t *tail_len;
+  int        tail_n;
   const char *error;         /* why the last run returned NULL */
 } GwrVm;
 
