@@ -142,11 +142,22 @@ struct GwrConn {
   int                 closing;
   int                 paused_by;   /* an exchange waiting for the output to drain */
   int                 admin;       /* an admin listener connection */
+  int                 streaming;   /* the request body goes to the exchange as it arrives */
+  struct event       *kick;        /* resume parsing a streamed body */
   GwrConn            *prev, *next;
 };
 
 /* A complete request arrived on c: handle it (gwr_exchange.c). */
 void gwr_exchange_start(GwrConn *c);
+/* The head of a request with a body arrived: if it is for a proxy route,
+** start forwarding now and return 1 (the body then streams through
+** gwr_exchange_body/_end); else return 0 (the body is read whole first). */
+int  gwr_exchange_head(GwrConn *c);
+/* A piece of a streamed request body (copied); returns the bytes queued. */
+size_t gwr_exchange_body(GwrExchange *ex, const char *p, size_t n);
+void gwr_exchange_body_end(GwrExchange *ex);
+/* The queue of a streamed body has room again: parse more of it. */
+void gwr_conn_more_body(GwrConn *c);
 /* The client went away or the connection is being torn down. */
 void gwr_exchange_abort(GwrExchange *ex);
 /* The connection's output drained (proxy backpressure). */

@@ -62,6 +62,10 @@ struct GwrExchange {
   const char     *client_name;
   GwrFetchXfer   *pxfer;        /* proxy */
   int             pchunked, pstarted;
+  int             streaming;    /* the request body streams up as it arrives */
+  GwBuf           up;           /* its queue */
+  size_t          up_off;
+  int             up_done, up_waiting;
 };
 
 /* A call leaves the worker's in-flight count of its backend. */
@@ -80,6 +84,7 @@ static void ex_free(GwrExchange *ex) {
   }
   if (ex->pxfer) { gwr_fetch_cancel(ex->pxfer); ex->pxfer = NULL; }
   if (ex->deadline) event_free(ex->deadline);
+  gw_buf_free(&ex->up);
   gwr_prog_release(ex->g);
   gw_arena_free(&ex->arena);
   free(ex);
@@ -642,6 +647,7 @@ static int p_head(void *ud, long status, const GwrFetchHeader *h, size_t nh) {
     gw_buf_printf(&hb, "%.*s: %.*s\r\n", (int)h[i].name_len, h[i].name, (int)h[i].value_len, h[i].value);
   }
   int no_body = ex->head || status == 204 || status == 304 || status < 200;
+  if (ex->streaming && !ex->up_done) ex->c->keep_alive = 0;   /* the rest of the upload is never read */
   ex->pchunked = !has_len && !no_body && ex->c->parser.req.minor >= 1;
   if (!has_len && !no_body && !ex->pchunked) ex->c->keep_alive = 0;   /* HTTP/1.0: close-delimited */
   gwr_conn_stream_head(ex->c, (int)status, gw_buf_cstr(&hb), ex->pchunked);
@@ -690,6 +696,43 @@ static void p_done(void *ud, int kind, long status, const char *detail) {
     }
   }
   leave(ex);
+}
+
+/* The streamed request body, handed to libcurl as it arrives. */
+static size_t p_read(void *ud, char *buf, size_t cap) {
+  GwrExchange *ex = ud;
+  size_t avail = ex->up.n - ex->up_off;
+  if (avail) {
+    size_t n = avail < cap ? avail : cap;
+    int was_full = avail > (256u << 10);
+    memcpy(buf, ex->up.p + ex->up_off, n);
+    ex->up_off += n;
+    if (ex->up_off == ex->up.n) { ex->up.n = 0; ex->up_off = 0; }
+    if (was_full && ex->up.n - ex->up_off <= (256u << 10) && ex->c) gwr_conn_more_body(ex->c);
+    return n;
+  }
+  if (ex->up_done) return 0;
+  ex->up_waiting = 1;
+  return GWR_FETCH_PAUSE;
+}
+
+size_t gwr_exchange_body(GwrExchange *ex, const char *p, size_t n) {
+  gw_buf_add(&ex->up, p, n);
+  if (ex->up_waiting && ex->pxfer) { ex->up_waiting = 0; gwr_fetch_resume_send(ex->pxfer); }
+  return ex->up.n - ex->up_off;
+}
+
+static void p_deadline(evutil_socket_t fd, short what, void *arg);
+
+void gwr_exchange_body_end(GwrExchange *ex) {
+  ex->up_done = 1;
+  if (ex->up_waiting && ex->pxfer) { ex->up_waiting = 0; gwr_fetch_resume_send(ex->pxfer); }
+  /* the backend's head is due within the endpoint's timeout from now */
+  if (ex->pxfer && !ex->pstarted && ex->deadline) {
+    uint32_t ms = ex->E->timeout_ms != GW_NONE ? ex->E->timeout_ms : 10000;
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    evtimer_add(ex->deadline, &tv);
+  }
 }
 
 void gwr_exchange_drained(GwrExchange *ex) {
@@ -741,8 +784,14 @@ static void start_proxy(GwrExchange *ex) {
   fr.url = gw_buf_cstr(&url);
   fr.method = gw_method_names[r->method];
   fr.headers = hv;
-  if (ex->c->body.n || r->content_length >= 0 || r->chunked) { fr.body = ex->c->body.p ? ex->c->body.p : ""; fr.body_len = ex->c->body.n; }
-  fr.body_size = -1;
+  if (ex->streaming) {
+    fr.read = p_read;
+    fr.body_size = r->chunked ? -1 : r->content_length;
+  } else if (ex->c->body.n || r->content_length >= 0 || r->chunked) {
+    fr.body = ex->c->body.p ? ex->c->body.p : "";
+    fr.body_len = ex->c->body.n;
+    fr.body_size = -1;
+  }
   fr.connect_timeout_ms = B->connect_timeout_ms;
   fr.timeout_ms = 3600L * 1000;        /* streamed: the head has the endpoint's deadline (p_deadline);
                                           the body may take long, paced by the client */
@@ -757,7 +806,7 @@ static void start_proxy(GwrExchange *ex) {
   uint32_t ms = E->timeout_ms != GW_NONE ? E->timeout_ms : 10000;
   ex->deadline = evtimer_new(ex->c->w->base, p_deadline, ex);
   struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
-  evtimer_add(ex->deadline, &tv);
+  if (!ex->streaming) evtimer_add(ex->deadline, &tv);   /* streamed: armed when the upload ends */
 }
 
 /* ---- admin ------------------------------------------------------------------------- */
@@ -805,14 +854,49 @@ static void take_traceparent(GwrExchange *ex, const GwrHttpReq *r) {
   memcpy(ex->traceparent, t, 56);
 }
 
-void gwr_exchange_start(GwrConn *c) {
+static void start(GwrConn *c, int streaming);
+
+void gwr_exchange_start(GwrConn *c) { start(c, 0); }
+
+int gwr_exchange_head(GwrConn *c) {
+  const GwrHttpReq *r = &c->parser.req;
+  if (!(r->content_length > 0 || r->chunked)) return 0;
+  /* a quick look: is this a proxy route? (anything wrong is reported later) */
+  GwArena a;
+  gw_arena_init(&a);
+  GwrPath path;
+  const char *err = NULL;
+  int proxy = 0;
+  if (gwr_path_normalize(&a, r->target, r->target_len, &path, &err) == 0) {
+    GwrRouteSeg segs[GWR_MAX_SEGMENTS];
+    for (int i = 0; i < path.nseg; i++) {
+      segs[i].raw = path.seg[i].raw; segs[i].raw_len = path.seg[i].raw_len;
+      segs[i].dec = path.seg[i].dec; segs[i].dec_len = path.seg[i].dec_len;
+    }
+    GwrMatch m;
+    uint32_t allow;
+    const GwProgram *p = c->w->prog->p;
+    proxy = gwr_route(c->w->prog->router, r->method, segs, path.nseg, &m, &allow) == 200 &&
+            p->endpoints[m.endpoint].proxy != GW_NONE;
+  }
+  gw_arena_free(&a);
+  if (!proxy) return 0;
+  start(c, 1);
+  return 1;
+}
+
+static void start(GwrConn *c, int streaming) {
   GwrServer *s = c->w->srv;
   const GwrHttpReq *r = &c->parser.req;
   GwrExchange *ex = calloc(1, sizeof *ex);
-  if (!ex) { gwr_conn_error(c, 503, "out of memory", NULL); return; }
+  if (!ex) { c->keep_alive = 0; gwr_conn_error(c, 503, "out of memory", NULL); return; }
   ex->c = c;
   ex->w = c->w;
+  ex->streaming = streaming;
   c->ex = ex;
+  /* a streamed request answered before its body is read must close */
+  int keep_alive = c->keep_alive;
+  if (streaming) c->keep_alive = 0;
   ex->g = gwr_worker_prog(c->w);
   ex->p = ex->g->p;
   gw_arena_init(&ex->arena);
@@ -938,5 +1022,6 @@ void gwr_exchange_start(GwrConn *c) {
   advance(ex);
 out:
   if (ex->finished && c->ex == ex) c->ex = NULL;
+  if (streaming && !ex->finished) c->keep_alive = keep_alive;
   leave(ex);
 }

@@ -53,6 +53,7 @@ static void conn_free(GwrConn *c) {
   if (c->prev) c->prev->next = c->next; else c->w->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   if (c->timer) event_free(c->timer);
+  if (c->kick) event_free(c->kick);
   if (c->bev) bufferevent_free(c->bev);
   gwr_http_free(&c->parser);
   gw_buf_free(&c->body);
@@ -66,6 +67,7 @@ static void arm(GwrConn *c, uint32_t ms) {
 }
 
 static void drive(GwrConn *c);
+static void too_large(GwrConn *c);
 
 /* While a response is being written, a client that takes no bytes for
 ** idle_timeout is dropped; a slow but steady one is not (progress, not a
@@ -181,7 +183,18 @@ static void drive(GwrConn *c) {
     size_t used = 0, blen = 0;
     const char *body = NULL;
     int r = gwr_http_feed(&c->parser, v.iov_base, v.iov_len, &used, &body, &blen);
-    if (r == GWR_HTTP_BODY && blen) gw_buf_add(&c->body, body, blen);   /* before the drain: body may point into it */
+    int full = 0;
+    if (r == GWR_HTTP_BODY && blen) {        /* before the drain: body points into the buffer */
+      if (c->streaming) {
+        if (c->ex) full = gwr_exchange_body(c->ex, body, blen) > (256u << 10);
+      } else if (c->body.n + blen > s->set.http.max_body) {
+        evbuffer_drain(in, used);
+        too_large(c);
+        return;
+      } else {
+        gw_buf_add(&c->body, body, blen);
+      }
+    }
     evbuffer_drain(in, used);
     switch (r) {
     case GWR_HTTP_MORE:
@@ -191,15 +204,29 @@ static void drive(GwrConn *c) {
       c->state = CONN_BODY;
       c->keep_alive = c->parser.req.keep_alive;
       arm(c, s->set.body_timeout_ms);
+      if (!c->admin && gwr_exchange_head(c)) {
+        /* a proxy route: the body streams to the backend as it arrives */
+        if (c->state != CONN_BODY) return;  /* answered already (401, 404…) */
+        c->streaming = 1;
+      } else if (c->parser.req.content_length >= 0 && (uint64_t)c->parser.req.content_length > s->set.http.max_body) {
+        too_large(c);                         /* decided before reading the body */
+        return;
+      }
       if (c->parser.req.expect_continue && evbuffer_get_length(in) == 0 &&
           (c->parser.req.content_length > 0 || c->parser.req.chunked))
         bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
       break;
     case GWR_HTTP_BODY:
+      if (full) return;                       /* the backend is slower: wait for gwr_conn_more_body */
       break;
     case GWR_HTTP_DONE:
       c->state = CONN_BUSY;
       evtimer_del(c->timer);
+      if (c->streaming) {
+        c->streaming = 0;
+        if (c->ex) gwr_exchange_body_end(c->ex);
+        return;
+      }
       /* keep reading (bounded by the read watermark) so that a client
       ** that goes away is noticed and its calls cancelled; pipelined
       ** bytes wait in the buffer until this response is queued */
@@ -214,6 +241,26 @@ static void drive(GwrConn *c) {
       return;
     }
   }
+}
+
+static void too_large(GwrConn *c) {
+  c->keep_alive = 0;
+  c->state = CONN_BUSY;
+  bufferevent_disable(c->bev, EV_READ);
+  gwr_conn_error(c, 413, "body too large", NULL);
+}
+
+/* A streaming upload's consumer took some of the queue: parse on (from the
+** loop, not from inside the fetch callback that noticed it). */
+static void on_kick(evutil_socket_t fd, short what, void *arg) {
+  GwrConn *c = arg;
+  (void)fd; (void)what;
+  if (c->state == CONN_BODY) drive(c);
+}
+
+void gwr_conn_more_body(GwrConn *c) {
+  struct timeval zero = { 0, 0 };
+  evtimer_add(c->kick, &zero);
 }
 
 static void on_read(struct bufferevent *bev, void *arg) {
@@ -287,13 +334,18 @@ static void accept_conn(GwrWorker *w, evutil_socket_t fd, struct sockaddr *sa, i
     inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
   else if (sa->sa_family == AF_INET6)
     inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer, sizeof c->peer);
-  gwr_http_init(&c->parser, &s->set.http);
+  /* The parser runs without a body limit: max_body is enforced here, per
+  ** route, since a proxy route streams bodies of any size. */
+  GwrHttpLimits lim = s->set.http;
+  lim.max_body = UINT64_MAX;
+  gwr_http_init(&c->parser, &lim);
   c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
   c->timer = evtimer_new(w->base, on_timer, c);
+  c->kick = evtimer_new(w->base, on_kick, c);
   c->next = w->conns;
   if (w->conns) w->conns->prev = c;
   w->conns = c;
-  if (!c->bev || !c->timer) { conn_free(c); return; }
+  if (!c->bev || !c->timer || !c->kick) { conn_free(c); return; }
   bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
   bufferevent_setwatermark(c->bev, EV_READ, 0, 256 * 1024);   /* bounded read-ahead */
   bufferevent_enable(c->bev, EV_READ | EV_WRITE);

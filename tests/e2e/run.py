@@ -237,6 +237,11 @@ def setup_mock(m):
     m.route("/notfound", status=404, body=b"nope from backend", ctype="text/plain")
     m.route("/big", mode="stream", size=BIG_SIZE, ctype="application/octet-stream")
 
+    def upload(entry):
+        b = entry["body"]
+        return 200, [], json.dumps({"len": len(b), "sha256": hashlib.sha256(b).hexdigest()}).encode()
+    m.route("/upload", fn=upload)
+
 
 def start_main():
     global GW
@@ -1270,6 +1275,44 @@ def test_port_in_use():
         s.close()
     check(code != 0, "exit 0 with the port in use")
     check(str(port) in out or "in use" in out.lower(), "message does not say which address: %r" % out[-300:])
+
+
+@test
+def test_proxy_tail_keeps_encoded_slash():
+    # a %2F inside a {rest*} segment stays inside it: never a new path segment
+    MOCK.reset()
+    r = get("/legacy/echo/a%2Fb/c%2F..%2Fadmin")
+    eq(r.status, 200, "status")
+    eq(one_request("/echo/")["path"], "/echo/a%2Fb/c%2F..%2Fadmin", "backend target")
+
+
+@test
+def test_proxy_streamed_upload():
+    # 8 MB, far above max_body: a proxy route streams the request body up
+    data = bytes(range(256)) * (8 * 4096)
+    MOCK.reset()
+    r = GW.request("POST", "/legacy/upload", body=data, timeout=30)
+    eq(r.status, 200, "status")
+    got = json.loads(r.body)
+    eq(got["len"], len(data), "bytes the backend received")
+    eq(got["sha256"], hashlib.sha256(data).hexdigest(), "sha256 the backend computed")
+
+
+@test
+def test_max_body_still_applies_to_json_endpoints():
+    r = GW.request("POST", "/body", body=b"[" + b"1," * 600000 + b"1]", timeout=10)
+    eq(r.status, 413, "status")
+
+
+@test
+def test_port_held_by_another_gwd():
+    # SO_REUSEPORT must not let a second gwd silently share a port
+    d = tempfile.mkdtemp(dir=TMP)
+    with open(os.path.join(d, "main.gw"), "w") as f:
+        f.write(program(MOCK.url, free_port()))
+    code, out = _run_gwd(["--listen", "127.0.0.1:%d" % GW.port, "--admin", "", "--workers", "1", d], timeout=10)
+    check(code != 0, "a second gwd started on the port of the first")
+    check(str(GW.port) in out, "message does not name the address: %r" % out[-300:])
 
 
 # ---------------------------------------------------------------- runner
