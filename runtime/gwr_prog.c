@@ -176,18 +176,34 @@ GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
       memset(&vm, 0, sizeof vm);
       vm.p = p; vm.arena = &g->arena; vm.envs = g->envs; vm.max_steps = GWR_VM_MAX_STEPS;
       GwValue *h = gwr_vm_run(&vm, B->headers, NULL);
-      if (h && h->type == GWV_OBJECT) {
-        free(R->headers);
-        R->headers = calloc(h->n + 1, sizeof *R->headers);
-        int nh = 0;
-        for (uint32_t i = 0; i < h->n; i++) {
-          if (GWV_IS_NULL(h->u.members[i].val)) continue;
-          GwBuf v = {0};
-          gwv_render(h->u.members[i].val, &v);
-          R->headers[nh++] = gw_arena_printf(&g->arena, "%.*s: %s", (int)h->u.members[i].klen,
-                                             h->u.members[i].key, gw_buf_cstr(&v));
+      if (!h || h->type != GWV_OBJECT) {
+        fail(err, errlen, "backend %s: headers: %s", cstr(p, B->name), h ? "not an object" : vm.error);
+        prog_free(g);
+        return NULL;
+      }
+      free(R->headers);
+      R->headers = calloc(h->n + 1, sizeof *R->headers);
+      int nh = 0;
+      for (uint32_t i = 0; i < h->n; i++) {
+        const GwMember *m = &h->u.members[i];
+        if (GWV_IS_NULL(m->val)) continue;
+        GwBuf v = {0};
+        gwv_render(m->val, &v);
+        /* an env() value is outside the compiler's reach: check it here */
+        int ok = m->klen > 0;
+        for (uint32_t k = 0; k < m->klen; k++)
+          if (!(isalnum((unsigned char)m->key[k]) || strchr("!#$%&'*+-.^_`|~", m->key[k]))) ok = 0;
+        for (size_t k = 0; k < v.n; k++)
+          if (v.p[k] == '\r' || v.p[k] == '\n' || v.p[k] == 0) ok = 0;
+        if (!ok) {
           gw_buf_free(&v);
+          fail(err, errlen, "backend %s: header '%.*s' has an invalid name or a value with CR, LF or NUL",
+               cstr(p, B->name), (int)m->klen, m->key);
+          prog_free(g);
+          return NULL;
         }
+        R->headers[nh++] = gw_arena_printf(&g->arena, "%.*s: %s", (int)m->klen, m->key, gw_buf_cstr(&v));
+        gw_buf_free(&v);
       }
     }
   }
