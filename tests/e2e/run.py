@@ -86,6 +86,14 @@ backend dead   {{ url "http://127.0.0.1:{D}" timeout 1s connect_timeout 500ms }}
 backend slow   {{ url "{M}" timeout 200ms }}
 backend tiny   {{ url "{M}" max_response 1kb }}
 backend legacy {{ url "{M}" }}
+backend narrow {{ url "{M}" max_connections 1 }}
+
+endpoint GET /narrow {{
+    a = narrow GET "/slow/a"
+    b = narrow GET "/slow/b"
+    c = narrow GET "/slow/a" optional
+    respond {{ a: a.v, b: b.v, c }}
+}}
 
 endpoint GET  /hello {{ respond {{ hello: "world" }} }}
 endpoint POST /hello {{ respond 201 {{ posted: true }} }}
@@ -1302,6 +1310,15 @@ def test_proxy_streamed_upload():
 def test_max_body_still_applies_to_json_endpoints():
     r = GW.request("POST", "/body", body=b"[" + b"1," * 600000 + b"1]", timeout=10)
     eq(r.status, 413, "status")
+
+
+@test
+def test_backend_queue_is_bounded():
+    # max_connections 1: at most 2 calls in flight per worker; the third fails fast
+    r = get("/narrow")
+    eq(r.status, 200, "status")
+    eq(json.loads(r.body), {"a": "A", "b": "B", "c": None}, "body")
+    eq(r.header("X-Gw-Partial"), "true", "X-Gw-Partial")
 
 
 @test
