@@ -169,28 +169,6 @@ static void utf8(GwBuf *b, unsigned cp) {
   else { o[0] = (char)(0xF0 | cp >> 18); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F)); o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F)); gw_buf_add(b, o, 4); }
 }
 
-/* Strings become program constants, which must be UTF-8 (RFC 3629). */
-static int valid_utf8(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    if (c < 0x80) { i++; continue; }
-    int len; unsigned cp;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
-    else return 0;
-    if (n - i < (size_t)len) return 0;
-    for (int k = 1; k < len; k++) {
-      if ((s[i + k] & 0xC0) != 0x80) return 0;
-      cp = cp << 6 | (s[i + k] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp < 0xE000))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-      return 0;
-    i += (size_t)len;
-  }
-  return 1;
-}
 
 static unsigned hex4(const unsigned char *p) {
   unsigned v = 0;
@@ -295,7 +273,7 @@ static int lex_string(GwcLexer *L, GwcToken *t) {
 done:
   t->off = L->str_off;
   t->len = off_of(L, L->cur) - L->str_off;
-  if (!valid_utf8((const unsigned char *)(L->sb.p ? L->sb.p : ""), L->sb.n))
+  if (!gw_utf8_valid(L->sb.p ? L->sb.p : "", L->sb.n))
     lex_error(L, t->off, t->len, "string is not valid UTF-8", NULL);
   t->s = gw_arena_strndup(&L->C->arena, L->sb.p ? L->sb.p : "", L->sb.n);
   t->n = L->sb.n;

@@ -162,27 +162,6 @@ static int fail(V *v, const char *fmt, ...) {
   return -1;
 }
 
-static int valid_utf8(const unsigned char *s, uint32_t n) {
-  uint32_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    if (c < 0x80) { if (c == 0) return 0; i++; continue; }
-    int len; unsigned cp;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
-    else return 0;
-    if (n - i < (uint32_t)len) return 0;
-    for (int k = 1; k < len; k++) {
-      if ((s[i + k] & 0xC0) != 0x80) return 0;
-      cp = cp << 6 | (s[i + k] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp < 0xE000))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-      return 0;
-    i += (uint32_t)len;
-  }
-  return 1;
-}
 
 /* JSON number grammar (RFC 8259). */
 static int valid_number(const unsigned char *s, uint32_t n) {
@@ -445,7 +424,7 @@ static int verify(V *v) {
     if (c->off >= p->n_blob || c->len >= p->n_blob - c->off) return fail(v, "constant %u outside the blob", k);
     if (p->blob[c->off + c->len] != 0) return fail(v, "constant %u is not NUL-terminated", k);
     const unsigned char *s = p->blob + c->off;
-    if (c->kind == 0 && !valid_utf8(s, c->len)) return fail(v, "constant %u is not valid UTF-8", k);
+    if (c->kind == 0 && (!gw_utf8_valid(s, c->len) || memchr(s, 0, c->len))) return fail(v, "constant %u is not valid UTF-8", k);
     if (c->kind == 1 && !valid_number(s, c->len)) return fail(v, "constant %u is not a JSON number", k);
   }
   if (p->n_servers > 1) return fail(v, "more than one server record");

@@ -155,3 +155,23 @@ int gw_edit_distance(const char *a, const char *b) {
     }
   return d[la][lb] > 99 ? 99 : d[la][lb];
 }
+
+int gw_utf8_valid(const void *p, size_t n) {
+  const unsigned char *s = p;
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    if (c < 0x80) { i++; continue; }
+    if (c < 0xC2 || c > 0xF4) return 0;
+    size_t len = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (n - i < len) return 0;
+    unsigned c1 = s[i + 1];
+    if ((c1 & 0xC0) != 0x80) return 0;
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) ||
+        (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) return 0;
+    for (size_t j = 2; j < len; j++)
+      if ((s[i + j] & 0xC0) != 0x80) return 0;
+    i += len;
+  }
+  return 1;
+}

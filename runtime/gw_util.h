@@ -64,6 +64,12 @@ void gw_sha256(const void *p, size_t n, unsigned char out[32]);
 ** with errno set. Refuses files larger than max bytes (errno = EFBIG). */
 int gw_read_file(const char *path, size_t max, char **data, size_t *len);
 
+/* Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing
+** past U+10FFFF. NUL bytes are allowed (callers that refuse them check).
+** The one validator of the tree: the lexer, the .gwb verifier, the HTTP
+** layer, JSON extraction and the exchange all use it. */
+int gw_utf8_valid(const void *s, size_t n);
+
 /* Levenshtein distance between two short strings, capped at 99. */
 int gw_edit_distance(const char *a, const char *b);
 

@@ -484,23 +484,6 @@ static int hexval(int c) {
   return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
-/* Strict UTF-8 (RFC 3629): no overlong forms, surrogates or code points
-** past U+10FFFF, so whatever passes can be written as JSON. */
-static int utf8_ok(const char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = (unsigned char)s[i];
-    if (c < 0x80) { i++; continue; }
-    int len = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-    if (!len || n - i < (size_t)len) return 0;
-    for (int k = 1; k < len; k++) if (((unsigned char)s[i + k] & 0xC0) != 0x80) return 0;
-    unsigned c1 = (unsigned char)s[i + 1];
-    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F))
-      return 0;
-    i += (size_t)len;
-  }
-  return 1;
-}
 
 /* Decode a form-encoded component (%XX and '+'). */
 static char *form_decode(GwArena *a, const char *s, size_t n, size_t *out) {
@@ -531,7 +514,7 @@ static GwValue *query_object(GwArena *a, const char *q, size_t n, int *bad) {
       size_t kn, vn = 0;
       char *k = form_decode(a, q + i, eq - i, &kn);
       char *v = eq < j ? form_decode(a, q + eq + 1, j - eq - 1, &vn) : gw_arena_strndup(a, "", 0);
-      if (!utf8_ok(k, kn) || !utf8_ok(v, vn) || memchr(k, 0, kn) || memchr(v, 0, vn)) { *bad = 1; return o; }
+      if (!gw_utf8_valid(k, kn) || !gw_utf8_valid(v, vn) || memchr(k, 0, kn) || memchr(v, 0, vn)) { *bad = 1; return o; }
       if (!gwv_get(o, k, kn)) gwv_set(a, o, k, kn, gwv_string_ref(a, v, vn), 0);
     }
     i = j + 1;
@@ -544,7 +527,7 @@ static GwValue *headers_object(GwArena *a, const GwrHttpReq *r) {
   GwValue *o = gwv_object(a, r->nheaders + 1);
   for (uint32_t i = 0; i < r->nheaders; i++) {
     const GwrHeader *h = &r->headers[i];
-    if (!utf8_ok(h->value, h->value_len)) continue;
+    if (!gw_utf8_valid(h->value, h->value_len)) continue;
     GwValue *prev = gwv_get(o, h->name, h->name_len);
     if (prev) {
       GwBuf b = {0};

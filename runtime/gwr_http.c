@@ -618,31 +618,6 @@ static int is_pchar_plain(unsigned char c) {
   return is_unreserved(c) || (c && strchr("!$&'()*+,;=:@", c));
 }
 
-/* Well-formed UTF-8 (RFC 3629): no overlong forms, surrogates, or code
-** points above U+10FFFF. */
-static int valid_utf8(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned char c = s[i];
-    if (c < 0x80) { i++; continue; }
-    size_t k;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) k = 1;
-    else if (c == 0xE0) { k = 2; lo = 0xA0; }
-    else if (c >= 0xE1 && c <= 0xEC) k = 2;
-    else if (c == 0xED) { k = 2; hi = 0x9F; }
-    else if (c >= 0xEE && c <= 0xEF) k = 2;
-    else if (c == 0xF0) { k = 3; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) k = 3;
-    else if (c == 0xF4) { k = 3; hi = 0x8F; }
-    else return 0;
-    if (n - i - 1 < k) return 0;
-    if (s[i + 1] < lo || s[i + 1] > hi) return 0;
-    for (size_t j = 2; j <= k; j++) if (s[i + j] < 0x80 || s[i + j] > 0xBF) return 0;
-    i += k + 1;
-  }
-  return 1;
-}
 
 static const char HEX[] = "0123456789ABCDEF";
 
@@ -707,7 +682,7 @@ int gwr_path_normalize(GwArena *a, const char *target, size_t n, GwrPath *out, c
       }
     }
     size_t rl = rn - ro, dl = dn - dof;
-    if (!valid_utf8((const unsigned char *)dec + dof, dl)) { *err = "invalid utf-8 in path"; return 400; }
+    if (!gw_utf8_valid(dec + dof, dl)) { *err = "invalid utf-8 in path"; return 400; }
     if (rl == 0 || (rl == 1 && raw[ro] == '.')) {
       rn = ro; dn = dof;
       trailing = 1;                      /* "/a/", "/a/." → "/a/" */

@@ -313,26 +313,6 @@ static int attach(GwrExtract *x, GwValue *v) {
   return obj_put(x, f, f->key, f->klen, v);
 }
 
-/* Strict UTF-8: no overlongs, no surrogates, nothing past U+10FFFF. yajl's
-** own check only looks at the lengths of sequences. */
-static int utf8_ok(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    if (c < 0x80) { i++; continue; }
-    if (c < 0xC2 || c > 0xF4) return 0;
-    size_t len = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-    if (n - i < len) return 0;
-    unsigned c1 = s[i + 1];
-    if ((c1 & 0xC0) != 0x80) return 0;
-    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) ||
-        (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) return 0;
-    for (size_t j = 2; j < len; j++)
-      if ((s[i + j] & 0xC0) != 0x80) return 0;
-    i += len;
-  }
-  return 1;
-}
 
 static int oom(GwrExtract *x) { set_error(x, "out of memory"); return 0; }
 
@@ -357,13 +337,13 @@ static int cb_number(void *ctx, const char *s, size_t n) { return scalar(ctx, mk
 
 static int cb_string(void *ctx, const unsigned char *s, size_t n) {
   GwrExtract *x = ctx;
-  if (!utf8_ok(s, n)) { set_error(x, "invalid UTF-8 in a string"); return 0; }
+  if (!gw_utf8_valid(s, n)) { set_error(x, "invalid UTF-8 in a string"); return 0; }
   return scalar(x, mk_string, s, n);
 }
 
 static int cb_key(void *ctx, const unsigned char *s, size_t n) {
   GwrExtract *x = ctx;
-  if (!utf8_ok(s, n)) { set_error(x, "invalid UTF-8 in a key"); return 0; }
+  if (!gw_utf8_valid(s, n)) { set_error(x, "invalid UTF-8 in a key"); return 0; }
   if (x->skip) return 1;
   Frame *f = &x->fr[x->nfr - 1];
   if (f->whole) {
@@ -549,7 +529,7 @@ static yajl_gen_status gen(yajl_gen g, const GwValue *v) {
     if (!v->n) return yajl_gen_null(g);
     return yajl_gen_number(g, v->u.s, v->n);
   case GWV_STRING:
-    if (!utf8_ok((const unsigned char *)v->u.s, v->n)) return yajl_gen_invalid_string;
+    if (!gw_utf8_valid(v->u.s, v->n)) return yajl_gen_invalid_string;
     return yajl_gen_string(g, (const unsigned char *)v->u.s, v->n);
   case GWV_ARRAY:
     if ((s = yajl_gen_array_open(g)) != yajl_gen_status_ok) return s;
@@ -560,7 +540,7 @@ static yajl_gen_status gen(yajl_gen g, const GwValue *v) {
     if ((s = yajl_gen_map_open(g)) != yajl_gen_status_ok) return s;
     for (uint32_t i = 0; i < v->n; i++) {
       const GwMember *m = &v->u.members[i];
-      if (!utf8_ok((const unsigned char *)m->key, m->klen)) return yajl_gen_invalid_string;
+      if (!gw_utf8_valid(m->key, m->klen)) return yajl_gen_invalid_string;
       if ((s = yajl_gen_string(g, (const unsigned char *)m->key, m->klen)) != yajl_gen_status_ok ||
           (s = gen(g, m->val)) != yajl_gen_status_ok)
         return s;
