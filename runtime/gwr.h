@@ -143,6 +143,9 @@ struct GwrConn {
   int                 paused_by;   /* an exchange waiting for the output to drain */
   int                 admin;       /* an admin listener connection */
   int                 streaming;   /* the request body goes to the exchange as it arrives */
+  int                 body_full;   /* ...and its queue is full: stop parsing until gwr_conn_more_body */
+  int                 resp_started;/* a streamed response head went out */
+  size_t              lingered;    /* bytes dropped while closing */
   struct event       *kick;        /* resume parsing a streamed body */
   GwrConn            *prev, *next;
 };

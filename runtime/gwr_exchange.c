@@ -691,6 +691,11 @@ static size_t p_read(void *ud, char *buf, size_t cap) {
     memcpy(buf, ex->up.p + ex->up_off, n);
     ex->up_off += n;
     if (ex->up_off == ex->up.n) { ex->up.n = 0; ex->up_off = 0; }
+    else if (ex->up_off >= (256u << 10)) {        /* drop what was sent: the queue stays small */
+      memmove(ex->up.p, ex->up.p + ex->up_off, ex->up.n - ex->up_off);
+      ex->up.n -= ex->up_off;
+      ex->up_off = 0;
+    }
     if (was_full && ex->up.n - ex->up_off <= (256u << 10) && ex->c) gwr_conn_more_body(ex->c);
     return n;
   }

@@ -28,7 +28,7 @@
 #include <event2/thread.h>
 #include "gwr.h"
 
-enum { CONN_IDLE, CONN_HEAD, CONN_BODY, CONN_BUSY, CONN_WRITING };
+enum { CONN_IDLE, CONN_HEAD, CONN_BODY, CONN_BUSY, CONN_WRITING, CONN_LINGER };
 
 const char *gwr_status_text(int s) {
   switch (s) {
@@ -68,6 +68,9 @@ static void arm(GwrConn *c, uint32_t ms) {
 
 static void drive(GwrConn *c);
 static void too_large(GwrConn *c);
+static int fail_request(GwrConn *c);
+static void linger(GwrConn *c);
+static void conn_free(GwrConn *c);
 
 /* While a response is being written, a client that takes no bytes for
 ** idle_timeout is dropped; a slow but steady one is not (progress, not a
@@ -95,6 +98,7 @@ static void write_head(GwrConn *c, struct evbuffer *out, int status, const char 
 
 void gwr_conn_respond(GwrConn *c, int status, const char *extra, struct evbuffer *body, int head_only) {
   struct evbuffer *out = bufferevent_get_output(c->bev);
+  if (c->state == CONN_HEAD || c->state == CONN_BODY) c->keep_alive = 0;   /* the body is never read */
   size_t n = body ? evbuffer_get_length(body) : 0;
   int no_body = status == 204 || status == 304 || status < 200;
   write_head(c, out, status, extra, no_body ? -1 : (int64_t)n, 0);
@@ -125,6 +129,7 @@ void gwr_conn_error(GwrConn *c, int status, const char *msg, const char *extra) 
 }
 
 void gwr_conn_stream_head(GwrConn *c, int status, const char *headers, int chunked) {
+  c->resp_started = 1;
   write_head(c, bufferevent_get_output(c->bev), status, headers, -1, chunked);
   bufferevent_enable(c->bev, EV_WRITE);
 }
@@ -142,6 +147,9 @@ static void conn_free(GwrConn *c);
 static void next_request(GwrConn *c) {
   if (c->w->srv->stopping && !c->admin) { conn_free(c); return; }   /* draining */
   c->state = CONN_IDLE;
+  c->streaming = 0;
+  c->body_full = 0;
+  c->resp_started = 0;
   write_timeout(c, 0);
   gwr_http_reset(&c->parser);
   if (c->body.cap > 65536) gw_buf_free(&c->body);     /* no big buffer kept per idle connection */
@@ -155,13 +163,14 @@ void gwr_conn_stream_end(GwrConn *c, int chunked, int ok) {
   struct evbuffer *out = bufferevent_get_output(c->bev);
   if (chunked && ok) evbuffer_add(out, "0\r\n\r\n", 5);
   if (!ok) c->keep_alive = 0;          /* a truncated body: the client must see the close */
+  if (c->state == CONN_HEAD || c->state == CONN_BODY) c->keep_alive = 0;   /* the upload was not all read */
   c->ex = NULL;
   c->paused_by = 0;
   c->state = CONN_WRITING;
   if (!c->keep_alive) c->closing = 1;
   bufferevent_enable(c->bev, EV_WRITE);
   if (evbuffer_get_length(out) == 0) {           /* nothing left to flush: no write callback will come */
-    if (c->closing) conn_free(c);
+    if (c->closing) linger(c);
     else next_request(c);
   }
 }
@@ -187,6 +196,10 @@ static void drive(GwrConn *c) {
     if (r == GWR_HTTP_BODY && blen) {        /* before the drain: body points into the buffer */
       if (c->streaming) {
         if (c->ex) full = gwr_exchange_body(c->ex, body, blen) > (256u << 10);
+        c->body_full = full;
+        /* a streamed body is paced by the backend too: its deadline
+        ** restarts with every piece, and stops while gwd is not reading */
+        if (full) evtimer_del(c->timer); else arm(c, s->set.body_timeout_ms);
       } else if (c->body.n + blen > s->set.http.max_body) {
         evbuffer_drain(in, used);
         too_large(c);
@@ -234,19 +247,30 @@ static void drive(GwrConn *c) {
       return;
     case GWR_HTTP_ERROR:
     default:
-      c->keep_alive = 0;
-      c->state = CONN_BUSY;
-      bufferevent_disable(c->bev, EV_READ);
+      if (fail_request(c)) return;
       gwr_conn_error(c, c->parser.status ? c->parser.status : 400, c->parser.error ? c->parser.error : "bad request", NULL);
       return;
     }
   }
 }
 
-static void too_large(GwrConn *c) {
+/* The request failed while an exchange may be streaming it: abort the
+** exchange (its transfer must never touch this connection again). Returns
+** 1 when the connection was freed: a streamed response had already begun,
+** so no error can be written into it. */
+static int fail_request(GwrConn *c) {
+  if (c->ex) { GwrExchange *ex = c->ex; c->ex = NULL; gwr_exchange_abort(ex); }
+  c->streaming = 0;
+  c->body_full = 0;
+  if (c->resp_started) { conn_free(c); return 1; }
   c->keep_alive = 0;
   c->state = CONN_BUSY;
   bufferevent_disable(c->bev, EV_READ);
+  return 0;
+}
+
+static void too_large(GwrConn *c) {
+  if (fail_request(c)) return;
   gwr_conn_error(c, 413, "body too large", NULL);
 }
 
@@ -255,7 +279,11 @@ static void too_large(GwrConn *c) {
 static void on_kick(evutil_socket_t fd, short what, void *arg) {
   GwrConn *c = arg;
   (void)fd; (void)what;
-  if (c->state == CONN_BODY) drive(c);
+  c->body_full = 0;
+  if (c->state == CONN_BODY) {
+    arm(c, c->w->srv->set.body_timeout_ms);
+    drive(c);
+  }
 }
 
 void gwr_conn_more_body(GwrConn *c) {
@@ -266,16 +294,39 @@ void gwr_conn_more_body(GwrConn *c) {
 static void on_read(struct bufferevent *bev, void *arg) {
   GwrConn *c = arg;
   (void)bev;
+  if (c->state == CONN_LINGER) {
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    c->lingered += evbuffer_get_length(in);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (c->lingered > (1u << 20)) conn_free(c);   /* enough: reset it */
+    return;
+  }
   if (c->state == CONN_BUSY || c->state == CONN_WRITING) return;   /* parsed after the response */
+  if (c->body_full) return;            /* a streamed body waits for the backend (read watermark) */
   drive(c);
+}
+
+/* Closing after a response: send FIN, then read and drop what the client
+** is still sending (an upload we refused) for a moment, so that the
+** kernel does not answer it with a reset that could destroy the response
+** before the client reads it (RFC 9112 9.6, "lingering close"). */
+static void linger(GwrConn *c) {
+  c->state = CONN_LINGER;
+  write_timeout(c, 0);
+  shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+  evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+  c->lingered = 0;
+  bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+  bufferevent_enable(c->bev, EV_READ);
+  arm(c, 2000);
 }
 
 static void on_write(struct bufferevent *bev, void *arg) {
   GwrConn *c = arg;
   (void)bev;
-  if (c->state == CONN_BUSY && c->ex && c->paused_by) { gwr_exchange_drained(c->ex); return; }
+  if ((c->state == CONN_BUSY || c->state == CONN_BODY) && c->ex && c->paused_by) { gwr_exchange_drained(c->ex); return; }
   if (c->state != CONN_WRITING) return;
-  if (c->closing) { conn_free(c); return; }
+  if (c->closing) { linger(c); return; }
   next_request(c);
 }
 
@@ -303,13 +354,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
   switch (c->state) {
   case CONN_HEAD: case CONN_BODY: {
     int head = c->state == CONN_HEAD;
-    c->keep_alive = 0;
-    c->state = CONN_BUSY;
-    bufferevent_disable(c->bev, EV_READ);
+    if (fail_request(c)) break;
     gwr_conn_error(c, 408, head ? "request head not received in time" : "request body not received in time", NULL);
     break;
   }
-  case CONN_IDLE:
+  case CONN_IDLE: case CONN_LINGER:
     conn_free(c);
     break;
   default:
