@@ -50,7 +50,8 @@ class Route:
     body     bytes (sent exactly), str (utf-8), or any other value (json.dumps)
     headers  list of (name, value) sent as well
     delay    seconds to sleep before answering
-    mode     None | "close_mid_body" | "reset" | "stream" | "echo" | "hang"
+    mode     None | "close_mid_body" | "reset" | "stream" | "echo" | "hang" | "early"
+             (early: answer after the delay without reading the request body)
              echo: the body is a JSON description of the request
              stream: `size` bytes of stream_bytes(), `block` at a time
     ctype    Content-Type (default application/json; None: no header)
@@ -113,8 +114,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _handle(self):
         mock = self.server.mock
         t0 = time.monotonic()
-        body = self._read_body()
         path_only = urllib.parse.urlsplit(self.path).path if self.path.startswith("/") else self.path
+        early = mock.lookup(path_only)
+        # mode "early": answer (after the delay) without reading the request body
+        body = b"" if early is not None and early.mode == "early" else self._read_body()
         entry = {
             "method": self.command,
             "path": self.path,            # raw request target, query included
@@ -147,6 +150,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if route.delay:
             time.sleep(route.delay)
+        if route.mode == "early":
+            b = _to_bytes(route.body)
+            self.send_response(route.status)
+            self.send_header("Content-Length", str(len(b)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b)
+            self.wfile.flush()
+            time.sleep(1.0)
+            self.close_connection = True
+            return
         if route.mode == "hang":
             time.sleep(30)
             self.close_connection = True

@@ -249,6 +249,7 @@ def setup_mock(m):
         b = entry["body"]
         return 200, [], json.dumps({"len": len(b), "sha256": hashlib.sha256(b).hexdigest()}).encode()
     m.route("/upload", fn=upload)
+    m.route("/early", body=b'{"late": true}', delay=0.3, mode="early")
 
 
 def start_main():
@@ -1304,6 +1305,23 @@ def test_proxy_streamed_upload():
     got = json.loads(r.body)
     eq(got["len"], len(data), "bytes the backend received")
     eq(got["sha256"], hashlib.sha256(data).hexdigest(), "sha256 the backend computed")
+
+
+@test
+def test_proxy_upload_error_then_backend_answers():
+    # a streamed upload refused mid-way (bad chunk framing): the backend's late
+    # answer must not reach the connection that was closed (it once did: a crash)
+    c = GW.conn(timeout=5)
+    try:
+        c.send(b"POST /legacy/early HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\nzz\r\n")
+        r = c.read_response()
+    finally:
+        c.close()
+    eq(r.status, 400, "status")
+    time.sleep(0.6)                     # the backend answers /early after 0.3 s
+    check(GW.alive(), "gwd died")
+    eq(get("/hello").status, 200, "a request after it")
 
 
 @test
