@@ -117,8 +117,81 @@ static const char *cstr(const GwProgram *p, uint32_t k) { return gw_const_str(p,
 
 static void sink_evbuffer(void *ctx, const char *p, size_t n) { evbuffer_add(ctx, p, n); }
 
+/* ---- CORS (the Fetch standard's CORS protocol) ------------------------------------ */
+
+static int list_has(const GwProgram *p, uint32_t first, uint32_t count, const char *s, size_t n, int nocase) {
+  for (uint32_t i = 0; i < count; i++) {
+    uint32_t len;
+    const char *x = gw_const_str(p, p->strlist[first + i].str, &len);
+    if (len == n && (nocase ? !strncasecmp(x, s, n) : !memcmp(x, s, n))) return 1;
+  }
+  return 0;
+}
+
+/* The origin to answer with, or NULL when the request's Origin is not allowed. */
+static const char *cors_origin(const GwProgram *p, const GwCors *co, const char *origin) {
+  if (!origin) return NULL;
+  if (list_has(p, co->origins_first, co->origins_count, origin, strlen(origin), 0)) return origin;
+  if (list_has(p, co->origins_first, co->origins_count, "*", 1, 0)) return co->credentials ? NULL : "*";
+  return NULL;
+}
+
+static void cors_common(const GwProgram *p, const GwCors *co, const char *allow_origin, GwBuf *h) {
+  gw_buf_adds(h, "Vary: Origin\r\n");
+  if (!allow_origin) return;
+  gw_buf_printf(h, "Access-Control-Allow-Origin: %s\r\n", allow_origin);
+  if (co->credentials) gw_buf_adds(h, "Access-Control-Allow-Credentials: true\r\n");
+  (void)p;
+}
+
+/* Headers of an actual (non-preflight) response of an endpoint with cors. */
+static void cors_headers(GwrExchange *ex, GwBuf *h) {
+  if (!ex->E || ex->E->cors == GW_NONE || !ex->c) return;
+  const GwCors *co = &ex->p->corses[ex->E->cors];
+  const char *ao = cors_origin(ex->p, co, gwr_http_header(&ex->c->parser.req, "origin"));
+  cors_common(ex->p, co, ao, h);
+  if (ao && co->expose_count) {
+    gw_buf_adds(h, "Access-Control-Expose-Headers: ");
+    for (uint32_t i = 0; i < co->expose_count; i++)
+      gw_buf_printf(h, "%s%s", i ? ", " : "", gw_const_str(ex->p, ex->p->strlist[co->expose_first + i].str, NULL));
+    gw_buf_adds(h, "\r\n");
+  }
+}
+
+/* A preflight: OPTIONS with Origin and Access-Control-Request-Method. The
+** policy is that of the endpoint the real request would reach. Anything
+** not allowed gets an answer without Access-Control-Allow-* headers. */
+static void cors_preflight(GwrExchange *ex, const GwCors *co, const char *method, const char *al, GwBuf *h) {
+  const GwProgram *p = ex->p;
+  const GwrHttpReq *r = &ex->c->parser.req;
+  const char *ao = cors_origin(p, co, gwr_http_header(r, "origin"));
+  int ok = ao != NULL;
+  if (ok && co->methods_count) ok = list_has(p, co->methods_first, co->methods_count, method, strlen(method), 0);
+  const char *req_headers = gwr_http_header(r, "access-control-request-headers");
+  for (const char *c = req_headers; ok && c && *c;) {       /* every requested header must be listed */
+    while (*c == ' ' || *c == ',' || *c == '\t') c++;
+    const char *e = c;
+    while (*e && *e != ',' && *e != ' ' && *e != '\t') e++;
+    if (e > c && !list_has(p, co->headers_first, co->headers_count, c, (size_t)(e - c), 1)) ok = 0;
+    c = e;
+  }
+  gw_buf_printf(h, "Allow: %s\r\n", al);
+  if (!ok) { gw_buf_adds(h, "Vary: Origin\r\n"); return; }
+  cors_common(p, co, ao, h);
+  gw_buf_adds(h, "Access-Control-Allow-Methods: ");
+  if (co->methods_count)
+    for (uint32_t i = 0; i < co->methods_count; i++)
+      gw_buf_printf(h, "%s%s", i ? ", " : "", gw_const_str(p, p->strlist[co->methods_first + i].str, NULL));
+  else
+    gw_buf_adds(h, method);
+  gw_buf_adds(h, "\r\n");
+  if (req_headers && *req_headers) gw_buf_printf(h, "Access-Control-Allow-Headers: %s\r\n", req_headers);
+  gw_buf_printf(h, "Access-Control-Max-Age: %u\r\n", co->max_age_ms / 1000);
+}
+
 static void base_headers(GwrExchange *ex, GwBuf *h) {
   gw_buf_printf(h, "X-Request-Id: %s\r\n", ex->reqid);
+  cors_headers(ex, h);
 }
 
 static void finish_error(GwrExchange *ex, int status, const char *msg) {
@@ -921,10 +994,26 @@ static void start(GwrConn *c, int streaming) {
     GwBuf h = {0};
     gwr_allow_string(allow, al, sizeof al);
     base_headers(ex, &h);
-    gw_buf_printf(&h, "Allow: %s\r\n", al);
     ex->finished = 1;
-    if (r->method == GW_METHOD_OPTIONS) gwr_conn_respond(c, 204, gw_buf_cstr(&h), NULL, 0);   /* CORS comes later */
-    else gwr_conn_error(c, 405, "method not allowed", gw_buf_cstr(&h));
+    if (r->method == GW_METHOD_OPTIONS) {
+      /* a CORS preflight takes the policy of the endpoint the real request would reach */
+      const char *want = gwr_http_header(r, "access-control-request-method");
+      const GwCors *co = NULL;
+      int wm = -1;
+      for (int i = 1; want && i < GW_METHOD_MAX; i++) if (!strcmp(gw_method_names[i], want)) wm = i;
+      GwrMatch pm;
+      uint32_t pallow;
+      if (wm > 0 && gwr_http_header(r, "origin") &&
+          gwr_route(ex->g->router, wm, segs, ex->path.nseg, &pm, &pallow) == 200 &&
+          ex->p->endpoints[pm.endpoint].cors != GW_NONE)
+        co = &ex->p->corses[ex->p->endpoints[pm.endpoint].cors];
+      if (co) cors_preflight(ex, co, want, al, &h);
+      else gw_buf_printf(&h, "Allow: %s\r\n", al);
+      gwr_conn_respond(c, 204, gw_buf_cstr(&h), NULL, 0);
+    } else {
+      gw_buf_printf(&h, "Allow: %s\r\n", al);
+      gwr_conn_error(c, 405, "method not allowed", gw_buf_cstr(&h));
+    }
     gw_buf_free(&h);
     goto out;
   }
