@@ -469,6 +469,7 @@ static void cg_server(Cg *g, Node *d) {
   S->redis = kstro(g, first_val(l, "redis"));
   S->redis_timeout_ms = optv(l, "redis_timeout", GW_NONE);
   S->max_json_depth = optv(l, "max_json_depth", GW_NONE);
+  S->limit_keys = optv(l, "limit_keys", GW_NONE);
 }
 
 static void cg_backend(Cg *g, Node *d) {

@@ -122,7 +122,7 @@ static const OptSpec server_spec[] = {
   { "idle_timeout", OK_DUR, 0, 0, 0 }, { "max_connections", OK_INT, 0, 0, 0 },
   { "cache_size", OK_SIZE, 0, 0, 0 }, { "trusted_proxies", OK_STRS, 0, 0, 0 },
   { "redis", OK_URL, 0, 0, 0 }, { "redis_timeout", OK_DUR, 0, 0, 0 },
-  { "max_json_depth", OK_INT, 0, 0, 0 }, { 0, 0, 0, 0, 0 } };
+  { "max_json_depth", OK_INT, 0, 0, 0 }, { "limit_keys", OK_INT, 0, 0, 0 }, { 0, 0, 0, 0, 0 } };
 static const OptSpec breaker_spec[] = {
   { "failures", OK_INT, 0, 0, 0 }, { "window", OK_DUR, 0, 0, 0 }, { "cooldown", OK_DUR, 0, 0, 0 },
   { 0, 0, 0, 0, 0 } };

@@ -80,6 +80,9 @@ typedef struct GwrSettings {
   uint32_t      header_timeout_ms, body_timeout_ms, idle_timeout_ms, drain_ms;
   uint32_t      max_connections;
   int           max_json_depth;
+  uint32_t      limit_keys;        /* keys the local rate-limit store keeps at most */
+  const char   *redis;             /* redis://host:port for store redis */
+  uint32_t      redis_timeout_ms;
 } GwrSettings;
 
 /* Defaults, then the program's server { } block, then flags (the caller). */

@@ -233,6 +233,8 @@ void gwr_settings_defaults(GwrSettings *s) {
   s->drain_ms = 30000;
   s->max_connections = 10000;
   s->max_json_depth = 64;
+  s->limit_keys = 100000;
+  s->redis_timeout_ms = 50;
   s->admin = "127.0.0.1:9901";
 }
 
@@ -256,6 +258,9 @@ void gwr_settings_from_program(GwrSettings *s, const GwProgram *p) {
   SET(drain_ms, drain_ms);
   SET(max_connections, max_connections);
   if (S->max_json_depth != GW_NONE) s->max_json_depth = (int)S->max_json_depth;
+  SET(limit_keys, limit_keys);
+  SET(redis_timeout_ms, redis_timeout_ms);
+  if (S->redis != GW_NONE) s->redis = cstr(p, S->redis);
 #undef SET
 }
 
