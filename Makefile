@@ -41,7 +41,7 @@ RT_SRC   = $(wildcard runtime/gwr_*.c)
 RT_OBJ   = $(patsubst %.c,$(B)/obj/%.o,$(RT_SRC))
 GWD      = $(if $(wildcard runtime/gwd_main.c),$(B)/gwd)
 
-.PHONY: all deps test test-update asan bench bench-compile run demo install clean help docs check-docs
+.PHONY: all deps test test-update asan bench bench-compile bench-jwt run demo install clean help docs check-docs
 all: deps $(B)/gwc $(GWD)
 
 help:
@@ -111,7 +111,14 @@ asan:
 bench-compile: all
 	$(Q)/usr/bin/python3 tests/bench_compile.py $(B)
 
-bench: bench-compile
+$(B)/bench_jwt: $(B)/obj/tests/bench_jwt.o $(LIB_OBJ) $(RT_OBJ)
+	@echo "  LINK  $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_R)
+
+bench-jwt: all $(B)/bench_jwt
+	$(Q)$(B)/bench_jwt
+
+bench: bench-compile bench-jwt
 
 # The demo: mock backends (a second gwd serving examples/mock-backends on
 # 127.0.0.1:9001-9004) and the gateway with endpoints/ on 127.0.0.1:8080.

@@ -82,7 +82,8 @@ int main(int argc, char **argv) {
   if (drain >= 0) srv.set.drain_ms = (uint32_t)drain;
   srv.nworkers = workers > 0 ? workers : srv.set.workers > 0 ? srv.set.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
   srv.prog = g;
-  if (g->p->n_limits) gwr_log("warn", "rate limits are declared but not enforced by this build yet");
+  srv.limiter = gwr_limiter_new(srv.set.limit_keys);
+  if (g->uses_redis && !srv.set.redis) gwr_log("warn", "limits with store redis but no server { redis }: they apply on_error");
   for (uint32_t i = 0; i < g->p->n_endpoints; i++)
     if (g->p->endpoints[i].cache_ms) { gwr_log("warn", "response caching is declared but not done by this build yet"); break; }
 
@@ -114,6 +115,7 @@ int main(int argc, char **argv) {
   pthread_sigmask(SIG_UNBLOCK, &set, NULL);
   gwr_server_stop(&srv);
   gwr_prog_release(srv.prog);
+  gwr_limiter_free(srv.limiter);
   curl_global_cleanup();
   gwr_log("info", "stopped");
   return 0;

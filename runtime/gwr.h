@@ -33,6 +33,8 @@
 #include "gwr_json.h"
 #include "gwr_fetch.h"
 #include "gwr_vm.h"
+#include "gwr_jwt.h"
+#include "gwr_limit.h"
 
 /* ---- the loaded program ----------------------------------------------------- */
 
@@ -54,6 +56,8 @@ typedef struct GwrProg {
   GwrPaths  **paths;       /* per call (global index) */
   GwrBackend *backends;
   GwrAuthRt  *auths;       /* per auth policy: API keys loaded from keys files */
+  GwrJwt    **jwts;        /* per auth policy: the JWT verifier (NULL for API keys) */
+  int         uses_redis;  /* some limit has store redis */
   int         refcount;
   char        source[256]; /* what was loaded, for logs */
 } GwrProg;
@@ -108,6 +112,7 @@ struct GwrWorker {
   struct event       *resume_ev;   /* accepting again after running out of descriptors */
   GwrConn            *conns;       /* open connections, for draining and shutdown */
   uint32_t           *inflight;    /* calls in flight per backend of prog (the queue cap) */
+  GwrRedis           *redis;       /* this worker's connection for store redis, or NULL */
   GwrProg            *prog;        /* this worker's reference to the current program:
                                       read without a lock on the hot path; a reload
                                       will swap it from an event on this worker's loop */
@@ -116,6 +121,7 @@ struct GwrWorker {
 struct GwrServer {
   GwrSettings  set;
   GwrProg     *prog;               /* the program loaded at start (each worker holds a reference) */
+  GwrLimiter  *limiter;            /* local rate-limit buckets, shared by the workers */
   GwrWorker   *workers;
   int          nworkers;
   int          nconns;             /* atomic */

@@ -66,6 +66,12 @@ struct GwrExchange {
   GwBuf           up;           /* its queue */
   size_t          up_off;
   int             up_done, up_waiting;
+  /* rate limits: the answer's RateLimit-* come from the tightest limit */
+  GwrLimitResult  rl;
+  int             has_rl;
+  GwrRedisReq   **rreq;         /* pending Redis decisions, per limit of the endpoint */
+  uint32_t        rpending;
+  int             limited;      /* a limit refused the request */
 };
 
 /* A call leaves the worker's in-flight count of its backend. */
@@ -83,6 +89,8 @@ static void ex_free(GwrExchange *ex) {
     gw_buf_free(&k->body);
   }
   if (ex->pxfer) { gwr_fetch_cancel(ex->pxfer); ex->pxfer = NULL; }
+  for (uint32_t i = 0; ex->rreq && ex->E && i < ex->E->limit_count; i++)
+    if (ex->rreq[i]) { gwr_redis_cancel(ex->rreq[i]); ex->rreq[i] = NULL; }
   if (ex->deadline) event_free(ex->deadline);
   gw_buf_free(&ex->up);
   gwr_prog_release(ex->g);
@@ -192,6 +200,9 @@ static void cors_preflight(GwrExchange *ex, const GwCors *co, const char *method
 static void base_headers(GwrExchange *ex, GwBuf *h) {
   gw_buf_printf(h, "X-Request-Id: %s\r\n", ex->reqid);
   cors_headers(ex, h);
+  if (ex->has_rl)
+    gw_buf_printf(h, "RateLimit-Limit: %u\r\nRateLimit-Remaining: %u\r\nRateLimit-Reset: %u\r\n",
+                  ex->rl.limit, ex->rl.remaining, ex->rl.reset_s);
 }
 
 static void finish_error(GwrExchange *ex, int status, const char *msg) {
@@ -645,27 +656,85 @@ static int apikey_ok(GwrExchange *ex, const GwAuth *A, GwValue *query) {
   return gwr_apikey_lookup(ex->g, (uint32_t)(A - ex->p->auths), h, &ex->client_name);
 }
 
-/* 0: admitted; else the answer was sent. */
-static int check_auth(GwrExchange *ex, GwValue *query) {
-  const GwEndpoint *E = ex->E;
-  if (E->auth_none || E->auth_count == 0) return 0;
-  int jwt = 0;
-  for (uint32_t i = 0; i < E->auth_count; i++) {
-    const GwAuth *A = &ex->p->auths[ex->p->authrefs[E->auth_first + i].auth];
-    if (A->type == 1) { if (apikey_ok(ex, A, query)) return 0; }
-    else jwt = 1;
+/* The token of a JWT policy: from a header (with the Bearer scheme,
+** case-insensitive, by default) or a cookie. NULL if absent. */
+static const char *jwt_token(GwrExchange *ex, const GwAuth *A, size_t *n) {
+  const GwrHttpReq *r = &ex->c->parser.req;
+  const char *name = cstr(ex->p, A->from_name);
+  if (A->from == 1) {
+    const char *ck = gwr_http_header(r, "cookie");
+    size_t nl = strlen(name);
+    for (const char *c = ck; c && *c;) {
+      while (*c == ' ' || *c == ';') c++;
+      const char *eq = strchr(c, '='), *end = strchr(c, ';');
+      if (!end) end = c + strlen(c);
+      if (eq && eq < end && (size_t)(eq - c) == nl && !memcmp(c, name, nl)) {
+        const char *v = eq + 1;
+        while (end > v && end[-1] == ' ') end--;
+        *n = (size_t)(end - v);
+        return *n ? v : NULL;
+      }
+      c = end;
+    }
+    return NULL;
   }
+  char lower[128];
+  size_t nl = strlen(name);
+  if (nl >= sizeof lower) return NULL;
+  for (size_t i = 0; i <= nl; i++) lower[i] = (char)tolower((unsigned char)name[i]);
+  const char *v = gwr_http_header(r, lower);
+  if (!v) return NULL;
+  if (A->bearer) {
+    if (strncasecmp(v, "bearer ", 7)) return NULL;
+    v += 7;
+    while (*v == ' ') v++;
+  }
+  *n = strlen(v);
+  return *n ? v : NULL;
+}
+
+static int send_auth_error(GwrExchange *ex, int status, int jwt) {
   GwBuf h = {0};
   base_headers(ex, &h);
-  if (jwt) gw_buf_adds(&h, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+  if (status == 401 && jwt) gw_buf_adds(&h, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
   gw_buf_adds(&h, "Content-Type: application/json\r\n");
   ex->finished = 1;
   struct evbuffer *b = evbuffer_new();
-  evbuffer_add_printf(b, "{\"error\":\"unauthorized\"}");
-  gwr_conn_respond(ex->c, 401, gw_buf_cstr(&h), b, ex->head);
+  evbuffer_add_printf(b, status == 401 ? "{\"error\":\"unauthorized\"}" : "{\"error\":\"forbidden\"}");
+  gwr_conn_respond(ex->c, status, gw_buf_cstr(&h), b, ex->head);
   gw_buf_free(&h);
-  return 401;
+  return status;
 }
+
+/* 0: admitted; else the answer was sent. `auth a or b`: the first policy
+** that admits the request wins; a valid token whose `require` fails is 403. */
+static int check_auth(GwrExchange *ex, GwValue *query) {
+  const GwEndpoint *E = ex->E;
+  if (E->auth_none || E->auth_count == 0) return 0;
+  int jwt = 0, forbidden = 0;
+  for (uint32_t i = 0; i < E->auth_count; i++) {
+    uint32_t ai = ex->p->authrefs[E->auth_first + i].auth;
+    const GwAuth *A = &ex->p->auths[ai];
+    if (A->type == 1) { if (apikey_ok(ex, A, query)) return 0; continue; }
+    jwt = 1;
+    size_t n = 0;
+    const char *tok = jwt_token(ex, A, &n);
+    GwValue *claims = NULL;
+    const char *why = "no token";
+    if (!tok || gwr_jwt_verify(ex->g->jwts[ai], tok, n, (int64_t)time(NULL), &ex->arena, &claims, &why) != 0) {
+      gwr_log("info", "request %s: auth %s: %s", ex->reqid, cstr(ex->p, A->name), why);
+      continue;
+    }
+    ex->vm.roots[GW_ROOT_JWT] = claims;
+    if (A->require != GW_NONE) {
+      GwValue *ok = gwr_vm_run(&ex->vm, A->require, NULL);
+      if (!ok || !gwv_truthy(ok)) { forbidden = 1; ex->vm.roots[GW_ROOT_JWT] = &gwv_null; continue; }
+    }
+    return 0;
+  }
+  return send_auth_error(ex, forbidden ? 403 : 401, jwt);
+}
+
 
 /* ---- proxy -------------------------------------------------------------------------- */
 
@@ -915,6 +984,121 @@ static void take_traceparent(GwrExchange *ex, const GwrHttpReq *r) {
   memcpy(ex->traceparent, t, 56);
 }
 
+/* ---- rate limits ---------------------------------------------------------------------- */
+
+/* Past the limits: the proxy, or the call plan with its deadline. */
+static void proceed(GwrExchange *ex) {
+  if (ex->finished || !ex->c) return;
+  if (ex->E->proxy != GW_NONE) { start_proxy(ex); return; }
+  if (ex->E->timeout_ms != GW_NONE && ex->ncalls) {
+    ex->deadline = evtimer_new(ex->c->w->base, on_deadline, ex);
+    struct timeval tv = { (time_t)(ex->E->timeout_ms / 1000), (suseconds_t)((ex->E->timeout_ms % 1000) * 1000) };
+    evtimer_add(ex->deadline, &tv);
+  }
+  advance(ex);
+}
+
+static void too_many(GwrExchange *ex) {
+  GwBuf h = {0};
+  base_headers(ex, &h);
+  gw_buf_printf(&h, "Retry-After: %u\r\n", ex->rl.retry_after_s ? ex->rl.retry_after_s : 1);
+  gw_buf_adds(&h, "Content-Type: application/json\r\n");
+  ex->finished = 1;
+  cancel_all(ex);
+  if (ex->c) {
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "{\"error\":\"rate limited\",\"status\":429}");
+    gwr_conn_respond(ex->c, 429, gw_buf_cstr(&h), b, ex->head);
+  }
+  gw_buf_free(&h);
+}
+
+/* Keep the tightest result for the RateLimit-* headers; a refusal wins. */
+static void take_result(GwrExchange *ex, const GwrLimitResult *r) {
+  if (!r->allowed) {
+    if (!ex->limited || r->retry_after_s > ex->rl.retry_after_s) ex->rl = *r;
+    ex->limited = 1;
+  } else if (!ex->limited && (!ex->has_rl || r->remaining < ex->rl.remaining)) {
+    ex->rl = *r;
+  }
+  ex->has_rl = 1;
+}
+
+static void limits_done(GwrExchange *ex) {
+  if (ex->finished) return;
+  if (ex->limited) too_many(ex);
+  else proceed(ex);
+}
+
+typedef struct RedisWait { GwrExchange *ex; uint32_t i; } RedisWait;
+
+static void on_redis(void *ud, int err, const GwrLimitResult *res) {
+  RedisWait *w = ud;
+  GwrExchange *ex = w->ex;
+  enter(ex);
+  ex->rreq[w->i] = NULL;
+  const GwLimit *L = &ex->p->limits[ex->p->limitrefs[ex->E->limit_first + w->i].limit];
+  if (err) {
+    gwr_log("warn", "request %s: limit %s: redis unavailable, on_error %s", ex->reqid, cstr(ex->p, L->name),
+            L->on_error ? "deny" : "allow");
+    if (L->on_error) {
+      GwrLimitResult deny = { 0, L->burst, 0, 1, 1 };
+      take_result(ex, &deny);
+    }
+  } else {
+    take_result(ex, res);
+  }
+  if (--ex->rpending == 0) limits_done(ex);
+  leave(ex);
+}
+
+/* The limit key: the `by` expression rendered, or client.ip. */
+static void limit_key(GwrExchange *ex, const GwLimit *L, GwBuf *key) {
+  if (L->by != GW_NONE) {
+    GwValue *v = gwr_vm_run(&ex->vm, L->by, NULL);
+    if (v && !GWV_IS_NULL(v)) { gwv_render(v, key); return; }
+    gw_buf_adds(key, "\x01null");               /* no key value: one shared bucket */
+    return;
+  }
+  gw_buf_adds(key, ex->c->peer);
+}
+
+static void run_limits(GwrExchange *ex) {
+  const GwEndpoint *E = ex->E;
+  GwrServer *s = ex->c->w->srv;
+  if (!E->limit_count) { proceed(ex); return; }
+  ex->rreq = gw_arena_alloc(&ex->arena, sizeof *ex->rreq * E->limit_count);
+  uint64_t now_us = 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+  for (uint32_t i = 0; i < E->limit_count; i++) {
+    const GwLimit *L = &ex->p->limits[ex->p->limitrefs[E->limit_first + i].limit];
+    uint32_t nl;
+    const char *lname = gw_const_str(ex->p, L->name, &nl);
+    GwBuf key = {0};
+    limit_key(ex, L, &key);
+    if (L->store == 1) {
+      if (!ex->c->w->redis) {
+        if (L->on_error) { GwrLimitResult deny = { 0, L->burst, 0, 1, 1 }; take_result(ex, &deny); }
+      } else {
+        RedisWait *w = gw_arena_alloc(&ex->arena, sizeof *w);
+        w->ex = ex; w->i = i;
+        ex->rreq[i] = gwr_redis_check(ex->c->w->redis, lname, nl, key.p ? key.p : "", key.n, L->count, L->period_ms,
+                                      L->burst, on_redis, w);
+        if (ex->rreq[i]) ex->rpending++;
+        else if (L->on_error) { GwrLimitResult deny = { 0, L->burst, 0, 1, 1 }; take_result(ex, &deny); }
+      }
+    } else {
+      GwrLimitResult r;
+      gwr_limiter_check(s->limiter, lname, nl, key.p ? key.p : "", key.n, L->count, L->period_ms, L->burst, now_us, &r);
+      take_result(ex, &r);
+    }
+    gw_buf_free(&key);
+  }
+  if (ex->rpending == 0) limits_done(ex);
+}
+
 static void start(GwrConn *c, int streaming);
 
 void gwr_exchange_start(GwrConn *c) { start(c, 0); }
@@ -1032,15 +1216,16 @@ static void start(GwrConn *c, int streaming) {
   GwValue *query = query_object(&ex->arena, ex->path.query, ex->path.query_len, &bad);
   if (bad) { finish_error(ex, 400, "query string is not valid UTF-8"); goto out; }
   vm->roots[GW_ROOT_QUERY] = query;
-  /* the pipeline: auth → limit → cache → calls (limits and the response
-  ** cache arrive with issues 4 and 7) */
-  if (check_auth(ex, query)) goto out;
   vm->roots[GW_ROOT_HEADERS] = headers_object(&ex->arena, r);
   vm->roots[GW_ROOT_JWT] = &gwv_null;
   GwValue *client = gwv_object(&ex->arena, 2);
   gwv_set(&ex->arena, client, "ip", 2, gwv_string_copy(&ex->arena, c->peer, strlen(c->peer)), 0);
-  gwv_set(&ex->arena, client, "name", 4, ex->client_name ? gwv_string_copy(&ex->arena, ex->client_name, strlen(ex->client_name)) : &gwv_null, 0);
+  gwv_set(&ex->arena, client, "name", 4, &gwv_null, 0);
   vm->roots[GW_ROOT_CLIENT] = client;
+  /* the pipeline: auth → limit → cache (issue 7) → calls */
+  if (check_auth(ex, query)) goto out;
+  if (ex->client_name)
+    gwv_set(&ex->arena, client, "name", 4, gwv_string_copy(&ex->arena, ex->client_name, strlen(ex->client_name)), 0);
   vm->roots[GW_ROOT_BODY] = &gwv_null;
   if (ex->E->proxy == GW_NONE && reads_root(ex->p, ex->E, GW_ROOT_BODY) && c->body.n) {
     char jerr[128];
@@ -1079,24 +1264,19 @@ static void start(GwrConn *c, int streaming) {
     }
     k++;
   }
-  if (ex->E->proxy != GW_NONE) { start_proxy(ex); goto out; }
-
-  /* the call plan */
-  ex->ncalls = ex->E->call_count;
-  ex->calls = gw_arena_alloc(&ex->arena, sizeof(CallRt) * (ex->ncalls + 1));
-  vm->results = gw_arena_alloc(&ex->arena, sizeof(GwValue *) * (ex->ncalls + 1));
-  ex->guard_done = gw_arena_alloc(&ex->arena, ex->E->guard_count + 1);
-  for (uint32_t i = 0; i < ex->ncalls; i++) {
-    ex->calls[i].ex = ex;
-    ex->calls[i].i = i;
-    ex->calls[i].rec = &ex->p->calls[ex->E->call_first + i];
+  if (ex->E->proxy == GW_NONE) {
+    /* the call plan */
+    ex->ncalls = ex->E->call_count;
+    ex->calls = gw_arena_alloc(&ex->arena, sizeof(CallRt) * (ex->ncalls + 1));
+    vm->results = gw_arena_alloc(&ex->arena, sizeof(GwValue *) * (ex->ncalls + 1));
+    ex->guard_done = gw_arena_alloc(&ex->arena, ex->E->guard_count + 1);
+    for (uint32_t i = 0; i < ex->ncalls; i++) {
+      ex->calls[i].ex = ex;
+      ex->calls[i].i = i;
+      ex->calls[i].rec = &ex->p->calls[ex->E->call_first + i];
+    }
   }
-  if (ex->E->timeout_ms != GW_NONE && ex->ncalls) {
-    ex->deadline = evtimer_new(c->w->base, on_deadline, ex);
-    struct timeval tv = { (time_t)(ex->E->timeout_ms / 1000), (suseconds_t)((ex->E->timeout_ms % 1000) * 1000) };
-    evtimer_add(ex->deadline, &tv);
-  }
-  advance(ex);
+  run_limits(ex);                    /* then proceed(): the proxy or the call plan */
 out:
   if (ex->finished && c->ex == ex) c->ex = NULL;
   if (streaming && !ex->finished) c->keep_alive = keep_alive;

@@ -30,6 +30,8 @@ static void prog_free(GwrProg *g) {
   if (g->backends)
     for (uint32_t i = 0; i < g->p->n_backends; i++) { free(g->backends[i].urls); free(g->backends[i].headers); }
   free(g->backends);
+  if (g->jwts) for (uint32_t i = 0; i < g->p->n_auths; i++) gwr_jwt_free(g->jwts[i]);
+  free(g->jwts);
   free(g->auths);
   free(g->paths);
   free(g->envs);
@@ -215,6 +217,14 @@ GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
       prog_free(g);
       return NULL;
     }
+
+  g->jwts = calloc((size_t)p->n_auths + 1, sizeof *g->jwts);
+  for (uint32_t a = 0; a < p->n_auths; a++)
+    if (p->auths[a].type == 0 && !(g->jwts[a] = gwr_jwt_new(p, a, err, errlen))) {
+      prog_free(g);
+      return NULL;
+    }
+  for (uint32_t i = 0; i < p->n_limits; i++) if (p->limits[i].store == 1) g->uses_redis = 1;
 
   g->router = gwr_router_build(p);
   if (!g->router) { fail(err, errlen, "%s: cannot build the route table", path); prog_free(g); return NULL; }

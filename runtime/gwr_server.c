@@ -533,6 +533,11 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
     w->prog = s->prog;
     gwr_prog_retain(w->prog);
     w->inflight = calloc((size_t)w->prog->p->n_backends + 1, sizeof *w->inflight);
+    if (w->prog->uses_redis && s->set.redis) {
+      char rerr[256];
+      w->redis = gwr_redis_new(w->base, s->set.redis, s->set.redis_timeout_ms, rerr, sizeof rerr);
+      if (!w->redis) gwr_log("warn", "redis %s: %s (limits with store redis apply on_error)", s->set.redis, rerr);
+    }
     w->base = event_base_new();
     w->fetch = gwr_fetch_new(w->base, NULL);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
@@ -569,6 +574,7 @@ void gwr_server_stop(GwrServer *s) {
     while (w->conns) conn_free(w->conns);      /* past the drain deadline */
     for (int k = 0; k < w->nls; k++) if (w->ls[k]) evconnlistener_free(w->ls[k]);
     gwr_fetch_free(w->fetch);
+    if (w->redis) gwr_redis_free(w->redis);
     gwr_prog_release(w->prog);
     free(w->inflight);
     event_free(w->stop_ev);
