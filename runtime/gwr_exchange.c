@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <arpa/inet.h>
 #include <openssl/rand.h>
 #include "gwr.h"
 
@@ -984,6 +985,72 @@ static void take_traceparent(GwrExchange *ex, const GwrHttpReq *r) {
   memcpy(ex->traceparent, t, 56);
 }
 
+/* ---- client.ip ------------------------------------------------------------------------ */
+
+/* Whether address text a is inside CIDR text c ("10.0.0.0/8", "::1/128", or an
+** address alone). */
+static int in_cidr(const char *a, size_t an, const char *c) {
+  char as[64], cs[64];
+  if (an >= sizeof as) return 0;
+  memcpy(as, a, an); as[an] = 0;
+  snprintf(cs, sizeof cs, "%s", c);
+  char *slash = strchr(cs, '/');
+  int bits = -1;
+  if (slash) { *slash = 0; bits = atoi(slash + 1); }
+  unsigned char x[16], y[16];
+  int fam = strchr(cs, ':') ? AF_INET6 : AF_INET;
+  if (inet_pton(fam, as, x) != 1 || inet_pton(fam, cs, y) != 1) return 0;
+  int len = fam == AF_INET ? 4 : 16;
+  if (bits < 0 || bits > len * 8) bits = len * 8;
+  for (int i = 0; i < len && bits > 0; i++, bits -= 8) {
+    unsigned char m = bits >= 8 ? 0xFF : (unsigned char)(0xFF << (8 - bits));
+    if ((x[i] & m) != (y[i] & m)) return 0;
+  }
+  return 1;
+}
+
+static int trusted(const GwProgram *p, const char *a, size_t n) {
+  if (!p->n_servers) return 0;
+  const GwServer *S = &p->servers[0];
+  for (uint32_t i = 0; i < S->proxies_count; i++)
+    if (in_cidr(a, n, gw_const_str(p, p->strlist[S->proxies_first + i].str, NULL))) return 1;
+  return 0;
+}
+
+/* client.ip: the TCP peer, unless server { trusted_proxies } lists it; then
+** the right-most address of X-Forwarded-For that is not a trusted proxy
+** (a client can prepend anything; only what trusted proxies appended counts). */
+static GwValue *client_ip(GwrExchange *ex) {
+  const char *peer = ex->c->peer;
+  if (!trusted(ex->p, peer, strlen(peer))) return gwv_string_copy(&ex->arena, peer, strlen(peer));
+  const char *xff = NULL;
+  for (uint32_t i = 0; i < ex->c->parser.req.nheaders; i++) {   /* the last X-Forwarded-For line */
+    const GwrHeader *h = &ex->c->parser.req.headers[i];
+    if (h->name_len == 15 && !memcmp(h->name, "x-forwarded-for", 15)) xff = h->value;
+  }
+  const char *end = xff ? xff + strlen(xff) : NULL;
+  while (xff && end > xff) {
+    const char *e = end;
+    while (e > xff && (e[-1] == ' ' || e[-1] == ',')) e--;
+    const char *b = e;
+    while (b > xff && b[-1] != ',') b--;
+    while (b < e && *b == ' ') b++;
+    if (b < e && !trusted(ex->p, b, (size_t)(e - b))) {
+      char tmp[64];
+      unsigned char bin[16];
+      size_t n = (size_t)(e - b);
+      if (n < sizeof tmp) {
+        memcpy(tmp, b, n); tmp[n] = 0;
+        if (inet_pton(AF_INET, tmp, bin) == 1 || inet_pton(AF_INET6, tmp, bin) == 1)
+          return gwv_string_copy(&ex->arena, tmp, n);
+      }
+      break;                       /* not an address: fall back to the peer */
+    }
+    end = b > xff ? b - 1 : xff;
+  }
+  return gwv_string_copy(&ex->arena, peer, strlen(peer));
+}
+
 /* ---- rate limits ---------------------------------------------------------------------- */
 
 /* Past the limits: the proxy, or the call plan with its deadline. */
@@ -1060,7 +1127,9 @@ static void limit_key(GwrExchange *ex, const GwLimit *L, GwBuf *key) {
     gw_buf_adds(key, "\x01null");               /* no key value: one shared bucket */
     return;
   }
-  gw_buf_adds(key, ex->c->peer);
+  GwValue *ip = gwv_get(ex->vm.roots[GW_ROOT_CLIENT], "ip", 2);
+  if (ip && ip->type == GWV_STRING) gw_buf_add(key, ip->u.s, ip->n);
+  else gw_buf_adds(key, ex->c->peer);
 }
 
 static void run_limits(GwrExchange *ex) {
@@ -1219,7 +1288,7 @@ static void start(GwrConn *c, int streaming) {
   vm->roots[GW_ROOT_HEADERS] = headers_object(&ex->arena, r);
   vm->roots[GW_ROOT_JWT] = &gwv_null;
   GwValue *client = gwv_object(&ex->arena, 2);
-  gwv_set(&ex->arena, client, "ip", 2, gwv_string_copy(&ex->arena, c->peer, strlen(c->peer)), 0);
+  gwv_set(&ex->arena, client, "ip", 2, client_ip(ex), 0);
   gwv_set(&ex->arena, client, "name", 4, &gwv_null, 0);
   vm->roots[GW_ROOT_CLIENT] = client;
   /* the pipeline: auth → limit → cache (issue 7) → calls */

@@ -79,7 +79,9 @@ NUMBERS = b'{"big": 12345678901234567890, "dec": 0.10, "exp": 1E+2}'
 def program(mock_url, admin_port):
     """The main test program (one file); {M} is the mock, {D} a closed port."""
     return """
-server {{ max_body 1kb header_timeout 1s body_timeout 1s admin "127.0.0.1:{A}" }}
+server {{ max_body 1kb header_timeout 1s body_timeout 1s admin "127.0.0.1:{A}" trusted_proxies ["127.0.0.0/8", "10.0.0.0/8"] }}
+
+endpoint GET /whoami {{ respond {{ ip: client.ip }} }}
 
 backend users  {{ url "{M}" timeout 2s }}
 backend dead   {{ url "http://127.0.0.1:{D}" timeout 1s connect_timeout 500ms }}
@@ -1328,6 +1330,20 @@ def test_proxy_upload_error_then_backend_answers():
 def test_max_body_still_applies_to_json_endpoints():
     r = GW.request("POST", "/body", body=b"[" + b"1," * 600000 + b"1]", timeout=10)
     eq(r.status, 413, "status")
+
+
+@test
+def test_client_ip_behind_trusted_proxies():
+    # the peer (127.0.0.1) is a trusted proxy: client.ip is the right-most
+    # X-Forwarded-For address that is not one; a client can prepend anything
+    def ip(xff):
+        h = {"X-Forwarded-For": xff} if xff is not None else None
+        return json.loads(get("/whoami", headers=h).body)["ip"]
+    eq(ip(None), "127.0.0.1", "no X-Forwarded-For")
+    eq(ip("203.0.113.7"), "203.0.113.7", "one hop")
+    eq(ip("6.6.6.6, 203.0.113.7"), "203.0.113.7", "a forged first entry")
+    eq(ip("203.0.113.7, 10.1.2.3"), "203.0.113.7", "through a second trusted proxy")
+    eq(ip("not-an-ip"), "127.0.0.1", "garbage falls back to the peer")
 
 
 @test
