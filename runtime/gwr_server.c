@@ -533,13 +533,13 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
     w->prog = s->prog;
     gwr_prog_retain(w->prog);
     w->inflight = calloc((size_t)w->prog->p->n_backends + 1, sizeof *w->inflight);
+    w->base = event_base_new();
+    w->fetch = gwr_fetch_new(w->base, NULL);
     if (w->prog->uses_redis && s->set.redis) {
       char rerr[256];
       w->redis = gwr_redis_new(w->base, s->set.redis, s->set.redis_timeout_ms, rerr, sizeof rerr);
       if (!w->redis) gwr_log("warn", "redis %s: %s (limits with store redis apply on_error)", s->set.redis, rerr);
     }
-    w->base = event_base_new();
-    w->fetch = gwr_fetch_new(w->base, NULL);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     int nl = s->set.nlisten + (i == 0 && has_admin ? 1 : 0);
     w->resume_ev = evtimer_new(w->base, on_resume_accept, w);

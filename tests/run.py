@@ -230,9 +230,14 @@ def test_unit_binaries():
 
 
 def test_e2e():
-    """End-to-end: gwd and mock backends on loopback (tests/e2e/run.py)."""
+    """End-to-end: gwd and mock backends (and redis-server) on loopback."""
+    for suite in ("run.py", "auth.py"):
+        e2e_suite(suite)
+
+
+def e2e_suite(suite):
     import re
-    exe = os.path.join(ROOT, "tests", "e2e", "run.py")
+    exe = os.path.join(ROOT, "tests", "e2e", suite)
     if not os.path.exists(os.path.join(B, "gwd")):
         bad("e2e", "build/gwd missing")
         return
@@ -240,7 +245,7 @@ def test_e2e():
         r = subprocess.run(["/usr/bin/python3", exe, B], cwd=ROOT, capture_output=True, text=True,
                            errors="replace", timeout=420)
     except subprocess.TimeoutExpired:
-        bad("e2e", "timed out")
+        bad("e2e " + suite, "timed out")
         return
     out = r.stdout.strip().splitlines()
     m = re.match(r"^(\d+) passed, (\d+) failed$", out[-1] if out else "")
