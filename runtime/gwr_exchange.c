@@ -220,8 +220,8 @@ static void finish_error(GwrExchange *ex, int status, const char *msg) {
 static void backend_error(GwrExchange *ex, int status, const char *kind, uint32_t backend) {
   GwBuf b = {0}, h = {0};
   const char *name = cstr(ex->p, ex->p->backends[backend].name);
-  GwValue vk = { GWV_STRING, (uint32_t)strlen(kind), 0, { .s = kind } };
-  GwValue vn = { GWV_STRING, (uint32_t)strlen(name), 0, { .s = name } };
+  GwValue vk = { .type = GWV_STRING, .n = (uint32_t)strlen(kind), .u = { .s = kind } };
+  GwValue vn = { .type = GWV_STRING, .n = (uint32_t)strlen(name), .u = { .s = name } };
   gw_buf_adds(&b, "{\"error\":"); gwv_json(&vk, &b);
   gw_buf_adds(&b, ",\"backend\":"); gwv_json(&vn, &b);
   gw_buf_adds(&b, "}");

@@ -281,7 +281,7 @@ void gwr_log(const char *level, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   GwBuf b = {0};
-  GwValue v = { GWV_STRING, (uint32_t)strlen(msg), 0, { .s = msg } };
+  GwValue v = { .type = GWV_STRING, .n = (uint32_t)strlen(msg), .u = { .s = msg } };
   time_t t = time(NULL);
   struct tm tm;
   gmtime_r(&t, &tm);

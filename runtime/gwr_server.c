@@ -114,7 +114,7 @@ void gwr_conn_respond(GwrConn *c, int status, const char *extra, struct evbuffer
 void gwr_conn_error(GwrConn *c, int status, const char *msg, const char *extra) {
   struct evbuffer *b = evbuffer_new();
   GwBuf j = {0};
-  GwValue m = { GWV_STRING, (uint32_t)strlen(msg), 0, { .s = msg } };
+  GwValue m = { .type = GWV_STRING, .n = (uint32_t)strlen(msg), .u = { .s = msg } };
   gw_buf_adds(&j, "{\"error\":");
   gwv_json(&m, &j);
   gw_buf_printf(&j, ",\"status\":%d}", status);

@@ -5,11 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "gwr_value.h"
 
-GwValue gwv_null = { GWV_NULL, 0, 0, { NULL } };
-GwValue gwv_true = { GWV_TRUE, 0, 0, { NULL } };
-GwValue gwv_false = { GWV_FALSE, 0, 0, { NULL } };
+GwValue gwv_null = { .type = GWV_NULL };
+GwValue gwv_true = { .type = GWV_TRUE };
+GwValue gwv_false = { .type = GWV_FALSE };
 
 static GwValue *alloc(GwArena *a, int type) {
   GwValue *v = gw_arena_alloc(a, sizeof *v);
@@ -79,32 +80,86 @@ void gwv_append(GwArena *a, GwValue *arr, GwValue *v) {
   arr->u.items[arr->n++] = v ? v : &gwv_null;
 }
 
+/* A keyed hash (seeded per process) so that keys chosen by a backend or a
+** client cannot pile into one chain. */
+static uint64_t hash_seed;
+
+static uint32_t key_hash(const char *k, size_t n) {
+  if (!hash_seed) {
+    uint64_t s = (uint64_t)(uintptr_t)&hash_seed ^ (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull;
+    __atomic_store_n(&hash_seed, s | 1, __ATOMIC_RELAXED);
+  }
+  uint64_t h = hash_seed ^ (uint64_t)n * 0xff51afd7ed558ccdull;
+  for (size_t i = 0; i < n; i++) { h ^= (unsigned char)k[i]; h *= 0x100000001b3ull; h ^= h >> 29; }
+  h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ull; h ^= h >> 33;
+  return (uint32_t)h;
+}
+
+/* Index slots: 2 x cap, a power of two. */
+static uint32_t index_slots(const GwValue *o) {
+  uint32_t s = 32;
+  while (s < o->cap * 2) s *= 2;
+  return s;
+}
+
+static void index_put(GwValue *o, uint32_t i) {
+  uint32_t mask = index_slots(o) - 1, h = key_hash(o->u.members[i].key, o->u.members[i].klen) & mask;
+  while (o->hidx[h]) h = (h + 1) & mask;
+  o->hidx[h] = i + 1;
+}
+
+/* Build the index of an object from scratch (it lives in the arena a; a NULL
+** arena means "no index": lookups stay linear). */
+static void index_build(GwArena *a, GwValue *o) {
+  if (!a) return;
+  o->hidx = gw_arena_alloc(a, sizeof(uint32_t) * index_slots(o));
+  for (uint32_t i = 0; i < o->n; i++) index_put(o, i);
+}
+
+static int64_t find(const GwValue *o, const char *k, size_t kn) {
+  if (o->hidx) {
+    uint32_t mask = index_slots(o) - 1, h = key_hash(k, kn) & mask;
+    for (uint32_t x; (x = o->hidx[h]); h = (h + 1) & mask) {
+      const GwMember *m = &o->u.members[x - 1];
+      if (m->klen == kn && !memcmp(m->key, k, kn)) return x - 1;
+    }
+    return -1;
+  }
+  for (uint32_t i = 0; i < o->n; i++) {
+    const GwMember *m = &o->u.members[i];
+    if (m->klen == kn && !memcmp(m->key, k, kn)) return i;
+  }
+  return -1;
+}
+
 GwValue *gwv_get(const GwValue *obj, const char *k, size_t kn) {
   if (!obj || obj->type != GWV_OBJECT) return NULL;
-  for (uint32_t i = 0; i < obj->n; i++) {
-    const GwMember *m = &obj->u.members[i];
-    if (m->klen == kn && !memcmp(m->key, k, kn)) return m->val;
-  }
-  return NULL;
+  int64_t i = find(obj, k, kn);
+  return i < 0 ? NULL : obj->u.members[i].val;
 }
 
 void gwv_set(GwArena *a, GwValue *obj, const char *k, size_t kn, GwValue *v, int copy_key) {
   if (!v) v = &gwv_null;
-  for (uint32_t i = 0; i < obj->n; i++) {
-    GwMember *m = &obj->u.members[i];
-    if (m->klen == kn && !memcmp(m->key, k, kn)) { m->val = v; return; }
-  }
+  if (!obj->hidx && obj->n > GWV_INDEX_MIN) index_build(a, obj);
+  int64_t at = find(obj, k, kn);
+  if (at >= 0) { obj->u.members[at].val = v; return; }
+  int grew = 0;
   if (obj->n == obj->cap) {
     uint32_t cap = obj->cap ? obj->cap * 2 : 4;
     GwMember *ms = gw_arena_alloc(a, sizeof(GwMember) * cap);
     if (obj->n) memcpy(ms, obj->u.members, sizeof(GwMember) * obj->n);
     obj->u.members = ms;
     obj->cap = cap;
+    grew = 1;
   }
   GwMember *m = &obj->u.members[obj->n++];
   m->key = copy_key ? gw_arena_strndup(a, k, kn) : k;
   m->klen = (uint32_t)kn;
   m->val = v;
+  if (obj->hidx) {
+    if (grew) index_build(a, obj);
+    else index_put(obj, obj->n - 1);
+  }
 }
 
 int gwv_truthy(const GwValue *v) {

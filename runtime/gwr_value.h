@@ -32,7 +32,12 @@ struct GwValue {
     GwValue   **items;  /* GWV_ARRAY */
     GwMember   *members;/* GWV_OBJECT */
   } u;
+  uint32_t *hidx;       /* objects past GWV_INDEX_MIN keys: a hash index of the
+                           members (2 x cap slots, 0 empty, i+1 = member i), built
+                           lazily and kept by gwv_set, so that building or reading a
+                           large object stays linear */
 };
+#define GWV_INDEX_MIN 16
 
 extern GwValue gwv_null, gwv_true, gwv_false;
 #define GWV_IS_NULL(v) (!(v) || (v)->type == GWV_NULL)
@@ -52,7 +57,9 @@ GwValue *gwv_array(GwArena *a, uint32_t cap);
 GwValue *gwv_object(GwArena *a, uint32_t cap);
 
 void     gwv_append(GwArena *a, GwValue *arr, GwValue *v);
-/* Set key k of obj (copying k unless copy_key is 0): replaces in place if present. */
+/* Set key k of obj (copying k unless copy_key is 0): replaces in place if
+** present. Objects must be changed only through gwv_set once read with
+** gwv_get/gwv_set (their index would go stale otherwise). */
 void     gwv_set(GwArena *a, GwValue *obj, const char *k, size_t kn, GwValue *v, int copy_key);
 /* The value of key k, or NULL if obj is not an object or has no such key. */
 GwValue *gwv_get(const GwValue *obj, const char *k, size_t kn);

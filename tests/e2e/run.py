@@ -83,6 +83,11 @@ server {{ max_body 1kb header_timeout 1s body_timeout 1s admin "127.0.0.1:{A}" t
 
 endpoint GET /whoami {{ respond {{ ip: client.ip }} }}
 
+endpoint GET /spread {{
+    b = users GET "/bigobj"
+    respond {{ ...b, k7: "seven", n: len(b) }}
+}}
+
 backend users  {{ url "{M}" timeout 2s }}
 backend dead   {{ url "http://127.0.0.1:{D}" timeout 1s connect_timeout 500ms }}
 backend slow   {{ url "{M}" timeout 200ms }}
@@ -252,6 +257,7 @@ def setup_mock(m):
         return 200, [], json.dumps({"len": len(b), "sha256": hashlib.sha256(b).hexdigest()}).encode()
     m.route("/upload", fn=upload)
     m.route("/early", body=b'{"late": true}', delay=0.3, mode="early")
+    m.route("/bigobj", body=json.dumps({"k%d" % i: i for i in range(250000)}).encode())
 
 
 def start_main():
@@ -1344,6 +1350,19 @@ def test_client_ip_behind_trusted_proxies():
     eq(ip("6.6.6.6, 203.0.113.7"), "203.0.113.7", "a forged first entry")
     eq(ip("203.0.113.7, 10.1.2.3"), "203.0.113.7", "through a second trusted proxy")
     eq(ip("not-an-ip"), "127.0.0.1", "garbage falls back to the peer")
+
+
+@test
+def test_large_object_spread():
+    # 250,000 keys spread into a new object: building objects stays linear
+    # (a quadratic key lookup would take minutes; the client gives up at 20 s)
+    r = GW.request("GET", "/spread", timeout=20)
+    eq(r.status, 200, "status")
+    body = json.loads(r.body)
+    eq(len(body), 250001, "keys")
+    eq(body["k7"], "seven", "a later key wins in place")
+    eq(list(body)[7], "k7", "keeping the first key's position")
+    eq(body["n"], 250000, "len()")
 
 
 @test
