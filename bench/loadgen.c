@@ -241,16 +241,23 @@ int main(int argc, char **argv)
                 q_head++;
             }
         }
-        int timeout_ms = 1;
+        /* Sleep precisely (epoll_pwait2 takes nanoseconds): until the next request
+         * is due, or, when due requests wait for a connection, until an answer
+         * frees one. Never spin: CPU 0 is shared with the mock backends. */
+        struct timespec ts = { 0, 100000000 };
         if (!count) {
-            int64_t nd = start + (int64_t)((double)next_i * interval);
-            int64_t w = nd - now_ns();
-            timeout_ms = w > 0 ? (int)(w / 1000000) : 0;
-            if (q_head < next_i) timeout_ms = timeout_ms > 1 ? 1 : timeout_ms;
-        } else {
-            timeout_ms = 100;
+            int64_t wake = start + (int64_t)((double)next_i * interval);
+            int idle = 0;
+            for (int i = 0; i < nconns && !idle; i++) idle = !conns[i].busy && !conns[i].connecting;
+            if (q_head < next_i && !idle) wake = end; /* wait for an answer */
+            if (wake > end) wake = end;
+            int64_t w = wake - now_ns();
+            if (w < 0) w = 0;
+            if (w > 100000000) w = 100000000;
+            ts.tv_sec = 0;
+            ts.tv_nsec = (long)w;
         }
-        int n = epoll_wait(ep, evs, 256, timeout_ms);
+        int n = epoll_pwait2(ep, evs, 256, &ts, NULL);
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
             if (c->connecting) {

@@ -466,7 +466,13 @@ static void cg_server(Cg *g, Node *d) {
   uint32_t pf = strlist(g, l, "trusted_proxies", &np);
   S = &g->p->servers[s];
   S->proxies_first = pf; S->proxies_count = np;
-  S->redis = kstro(g, first_val(l, "redis"));
+  Node *rv = first_val(l, "redis");
+  uint32_t renv = rv && rv->kind == V_ENV && rv->list
+                ? env_ref(g, rv->list->s, rv->list->next ? rv->list->next->s : NULL) : GW_NONE;
+  S = &g->p->servers[s];
+  S->redis = kstro(g, rv);
+  S = &g->p->servers[s];
+  S->redis_env = renv;
   S->redis_timeout_ms = optv(l, "redis_timeout", GW_NONE);
   S->max_json_depth = optv(l, "max_json_depth", GW_NONE);
   S->limit_keys = optv(l, "limit_keys", GW_NONE);

@@ -260,6 +260,7 @@ void gwc_dump(const GwProgram *p, FILE *out) {
     }
     if (s->admin != GW_NONE) fprintf(out, " admin %s", cstr(&d, s->admin));
     if (s->redis != GW_NONE) fprintf(out, " redis %s", cstr(&d, s->redis));
+    if (s->redis_env != GW_NONE) fprintf(out, " redis env(%s)", cstr(&d, p->envs[s->redis_env].name));
     fputc('\n', out);
   }
   for (uint32_t i = 0; i < p->n_backends; i++) {

@@ -954,7 +954,18 @@ void gwc_sema(GwcCompiler *C) {
       default: break;
       }
     }
-  if (C->server) check_opts(C, C->server->list, server_spec, "server");
+  if (C->server) {
+    check_opts(C, C->server->list, server_spec, "server");
+    Node *rv = gwc_opt(C->server->list, "redis");
+    /* a password in a literal URL would be compiled into the .gwb */
+    if (rv && rv->list && rv->list->kind == V_STR) {
+      const char *u = rv->list->s, *sl = strstr(u, "://");
+      const char *auth = sl ? sl + 3 : u, *end = strchr(auth, '/');
+      size_t alen = end ? (size_t)(end - auth) : strlen(auth);
+      if (memchr(auth, '@', alen))
+        gwc_diag_node(C, DIAG_ERROR, rv->list, "the redis URL holds credentials, which would be compiled into the program; use env(\"REDIS_URL\")");
+    }
+  }
   for (int i = 0; i < C->nbackends; i++) check_backend(C, C->backends[i]);
   for (int i = 0; i < C->nauths; i++) check_auth(C, C->auths[i]);
   for (int i = 0; i < C->nlimits; i++) check_limit(C, C->limits[i]);

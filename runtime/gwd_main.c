@@ -82,6 +82,7 @@ int main(int argc, char **argv) {
   if (drain >= 0) srv.set.drain_ms = (uint32_t)drain;
   srv.nworkers = workers > 0 ? workers : srv.set.workers > 0 ? srv.set.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
   srv.prog = g;
+  if (gwr_prog_redis(g)) srv.set.redis = gwr_prog_redis(g);
   srv.limiter = gwr_limiter_new(srv.set.limit_keys);
   if (g->uses_redis && !srv.set.redis) gwr_log("warn", "limits with store redis but no server { redis }: they apply on_error");
   for (uint32_t i = 0; i < g->p->n_endpoints; i++)

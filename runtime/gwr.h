@@ -68,6 +68,8 @@ typedef struct GwrProg {
 GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen);
 void     gwr_prog_retain(GwrProg *g);
 void     gwr_prog_release(GwrProg *g);
+/* The Redis URL of the program (a literal or a resolved env()), or NULL. */
+const char *gwr_prog_redis(const GwrProg *g);
 /* Whether sha is the SHA-256 of a key of auth policy a; *client = its name. */
 int      gwr_apikey_lookup(const GwrProg *g, uint32_t a, const unsigned char sha[32], const char **client);
 

@@ -899,9 +899,11 @@ static void start_proxy(GwrExchange *ex) {
   for (uint32_t i = 0; i < r->nheaders; i++) {
     const GwrHeader *h = &r->headers[i];
     if (hop_by_hop(h->name, h->name_len, conn)) continue;
-    static const char *const drop[] = { "host", "content-length", "x-forwarded-for", "x-forwarded-proto",
-                                        "x-request-id", "traceparent", "expect", "forwarded" };
-    int skip = 0;
+    static const char *const drop[] = { "host", "content-length", "x-request-id", "traceparent", "expect",
+                                        "forwarded", "x-real-ip", "x-client-ip", "true-client-ip",
+                                        "client-ip", "x-cluster-client-ip", "cf-connecting-ip" };
+    /* a client's forwarding headers are never trusted nor passed on: all X-Forwarded-* */
+    int skip = h->name_len >= 12 && !memcmp(h->name, "x-forwarded-", 12);
     for (size_t k = 0; k < sizeof drop / sizeof drop[0]; k++)
       if (strlen(drop[k]) == h->name_len && !memcmp(drop[k], h->name, h->name_len)) skip = 1;
     if (skip) continue;
@@ -1106,8 +1108,17 @@ static void on_redis(void *ud, int err, const GwrLimitResult *res) {
   ex->rreq[w->i] = NULL;
   const GwLimit *L = &ex->p->limits[ex->p->limitrefs[ex->E->limit_first + w->i].limit];
   if (err) {
-    gwr_log("warn", "request %s: limit %s: redis unavailable, on_error %s", ex->reqid, cstr(ex->p, L->name),
-            L->on_error ? "deny" : "allow");
+    static __thread time_t last_log;
+    static __thread unsigned suppressed;
+    time_t now = time(NULL);
+    if (now != last_log) {
+      gwr_log("warn", "limit %s: redis unavailable, on_error %s (%u more since the last line)", cstr(ex->p, L->name),
+              L->on_error ? "deny" : "allow", suppressed);
+      last_log = now;
+      suppressed = 0;
+    } else {
+      suppressed++;
+    }
     if (L->on_error) {
       GwrLimitResult deny = { 0, L->burst, 0, 1, 1 };
       take_result(ex, &deny);
@@ -1261,7 +1272,10 @@ static void start(GwrConn *c, int streaming) {
           ex->p->endpoints[pm.endpoint].cors != GW_NONE)
         co = &ex->p->corses[ex->p->endpoints[pm.endpoint].cors];
       if (co) cors_preflight(ex, co, want, al, &h);
-      else gw_buf_printf(&h, "Allow: %s\r\n", al);
+      else {
+        gw_buf_printf(&h, "Allow: %s\r\n", al);
+        if (gwr_http_header(r, "origin")) gw_buf_adds(&h, "Vary: Origin\r\n");
+      }
       gwr_conn_respond(c, 204, gw_buf_cstr(&h), NULL, 0);
     } else {
       gw_buf_printf(&h, "Allow: %s\r\n", al);
@@ -1283,7 +1297,7 @@ static void start(GwrConn *c, int streaming) {
   vm->now = (double)time(NULL);
   int bad = 0;
   GwValue *query = query_object(&ex->arena, ex->path.query, ex->path.query_len, &bad);
-  if (bad) { finish_error(ex, 400, "query string is not valid UTF-8"); goto out; }
+  if (bad) { c->keep_alive = 0; finish_error(ex, 400, "query string is not valid UTF-8"); goto out; }
   vm->roots[GW_ROOT_QUERY] = query;
   vm->roots[GW_ROOT_HEADERS] = headers_object(&ex->arena, r);
   vm->roots[GW_ROOT_JWT] = &gwv_null;

@@ -370,7 +370,9 @@ static int finish_head(GwrHttpParser *p) {
   if (p->te_seen) {
     if (r->content_length >= 0) return fail(p, 400, "content-length with transfer-encoding");
     if (r->minor == 0) return fail(p, 400, "transfer-encoding in http/1.0");
-    if (!p->te_chunked) return fail(p, 400, "chunked is not the last transfer-coding");
+    if (!p->te_chunked)          /* only codings we do not know: that is the problem (RFC 9112 6.1) */
+      return p->te_unknown ? fail(p, 501, "transfer-coding not implemented")
+                           : fail(p, 400, "chunked is not the last transfer-coding");
     if (p->te_unknown) return fail(p, 501, "transfer-coding not implemented");
     r->chunked = 1;
   }

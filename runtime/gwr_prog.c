@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <openssl/crypto.h>
 #include "gwr.h"
 #include "gwc.h"
@@ -118,6 +119,11 @@ GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
     }
     img.p = data; img.n = len;
   } else {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+      fail(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+      return NULL;
+    }
     const char *paths[1] = { path };
     int rc = gwc_compile_paths(paths, 1, diag, &img);
     if (rc) {
@@ -292,4 +298,14 @@ void gwr_log(const char *level, const char *fmt, ...) {
   gw_buf_adds(&b, "}\n");
   fwrite(b.p, 1, b.n, stderr);
   gw_buf_free(&b);
+}
+
+/* server { redis env("…") }: resolved like every env() reference. */
+const char *gwr_prog_redis(const GwrProg *g) {
+  const GwProgram *p = g->p;
+  if (!p->n_servers) return NULL;
+  const GwServer *S = &p->servers[0];
+  if (S->redis != GW_NONE) return cstr(p, S->redis);
+  if (S->redis_env != GW_NONE && !GWV_IS_NULL(g->envs[S->redis_env])) return g->envs[S->redis_env]->u.s;
+  return NULL;
 }

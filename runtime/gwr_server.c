@@ -538,7 +538,7 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
     if (w->prog->uses_redis && s->set.redis) {
       char rerr[256];
       w->redis = gwr_redis_new(w->base, s->set.redis, s->set.redis_timeout_ms, rerr, sizeof rerr);
-      if (!w->redis) gwr_log("warn", "redis %s: %s (limits with store redis apply on_error)", s->set.redis, rerr);
+      if (!w->redis) gwr_log("warn", "redis: %s (limits with store redis apply on_error)", rerr);
     }
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     int nl = s->set.nlisten + (i == 0 && has_admin ? 1 : 0);

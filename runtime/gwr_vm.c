@@ -219,6 +219,7 @@ static GwValue *builtin(GwrVm *vm, int fn, GwValue **args, int n) {
       int seen = 0;
       for (uint32_t j = 0; j < r->n && !seen; j++) seen = gwv_equal(r->u.items[j], x->u.items[i]);
       vm->steps += r->n;
+      if (vm->steps > vm->max_steps) return NULL;      /* quadratic: bounded by the budget */
       if (!seen) gwv_append(a, r, x->u.items[i]);
     }
     return r;
@@ -451,6 +452,7 @@ GwValue *gwr_vm_run(GwrVm *vm, uint32_t b, GwValue *cur) {
     case GW_OP_FUNC: {
       int n = (int)(a >> 16);
       GwValue *r = builtin(vm, (int)(a & 0xFFFF), st + sp - n, n);
+      if (!r) { vm->error = "expression too expensive (step budget exceeded)"; return NULL; }
       sp -= n;
       st[sp++] = r;
       break;

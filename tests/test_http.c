@@ -383,7 +383,7 @@ static const Bad bads[] = {
   { "cl above int64", P "Content-Length: 9223372036854775808\r\n\r\n", 0, 400, 0 },
   { "te chunked, gzip", P "Transfer-Encoding: chunked, gzip\r\n\r\n", 0, 400, 0 },
   { "te gzip, chunked", P "Transfer-Encoding: gzip, chunked\r\n\r\n", 0, 501, 0 },
-  { "te gzip alone", P "Transfer-Encoding: gzip\r\n\r\n", 0, 400, 0 },
+  { "te gzip alone", P "Transfer-Encoding: gzip\r\n\r\n", 0, 501, 0 },   /* an unknown coding alone: 501 (RFC 9112 6.1) */
   { "te chunked, chunked", P "Transfer-Encoding: chunked, chunked\r\n\r\n", 0, 400, 0 },
   { "te chunked on two lines", P "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 400, 0 },
   { "te chunked then gzip line", P "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n", 0, 400, 0 },
