@@ -182,6 +182,30 @@ def test_sources_formatted():
         bad("endpoints/ and examples/ are formatted", "run build/gwc fmt on:\n" + r.stdout + r.stderr)
 
 
+def test_language_md_example():
+    """The complete example of ../shared/design/LANGUAGE.md, read from the design
+    text itself, compiles once the `legacy` backend its proxy route names (and the
+    text leaves out) is declared; tests/golden/dump holds its disassembly."""
+    import re, tempfile
+    path = os.path.join(ROOT, "..", "shared", "design", "LANGUAGE.md")
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        bad("LANGUAGE.md example", "cannot read %s: %s" % (path, e))
+        return
+    m = re.search(r"^```\n(.*?)^```", text, re.S | re.M)
+    with tempfile.TemporaryDirectory() as t:
+        src = os.path.join(t, "home.gw")
+        with open(src, "w") as f:
+            f.write(m.group(1) + '\nbackend legacy { url "http://127.0.0.1:9005" }\n')
+        r = gwc("check", src)
+    if r.returncode == 0 and " error: " not in r.stderr:
+        ok("LANGUAGE.md example compiles")
+    else:
+        bad("LANGUAGE.md example compiles", r.stderr)
+
+
 def test_doc_examples():
     """Every ```gw block of the docs is a complete program that compiles."""
     import re, tempfile
@@ -291,6 +315,7 @@ if __name__ == "__main__":
     test_grammar_conflicts()
     test_sources_formatted()
     test_doc_examples()
+    test_language_md_example()
     try:
         import suites
         suites.run(sys.modules[__name__])

@@ -136,6 +136,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         route = mock.lookup(path_only)
         try:
             self._answer(route, entry)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            # the caller (gwd) closed the connection before reading the answer
+            entry["write_failed"] = True
+            self.close_connection = True
         finally:
             entry["t_end"] = time.monotonic()
 
