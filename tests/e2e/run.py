@@ -1199,6 +1199,7 @@ def test_server_limit_settings():
     g = Gwd(BUILD, {"m.gw": 'server {{ max_request_line 100b max_header 300b max_headers 5 max_json_depth 3 '
                     'admin "127.0.0.1:{A}" }}\n'
                     'endpoint POST /b {{ respond {{ got: body }} }}\n'
+                    'endpoint POST /u {{ respond {{ n: len(unique(body)) }} }}\n'
                     'endpoint GET /hello {{ respond {{ hello: "world" }} }}\n'.format(A=free_port())},
             workdir=tempfile.mkdtemp(dir=TMP))
     check(g.start(), "second gwd: %s" % g.start_error)
@@ -1209,6 +1210,10 @@ def test_server_limit_settings():
         gw_error(g.get("/hello", headers={"X-%d" % i: "1" for i in range(6)}), 431, "headers over max_headers")
         eq(g.request("POST", "/b", body=b'[[[1]]]').status, 200, "JSON depth 3")
         gw_error(g.request("POST", "/b", body=b'[[[[1]]]]'), 400, "JSON deeper than max_json_depth")
+        # a quadratic builtin on a large client body is stopped by the step budget
+        big = json.dumps(list(range(30000))).encode()
+        b = gw_error(g.request("POST", "/u", body=big, timeout=10), 500, "unique() of 30,000 elements")
+        check("expensive" in b["error"], "error %r" % b["error"])
     finally:
         g.stop()
 
