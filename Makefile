@@ -41,7 +41,7 @@ RT_SRC   = $(wildcard runtime/gwr_*.c)
 RT_OBJ   = $(patsubst %.c,$(B)/obj/%.o,$(RT_SRC))
 GWD      = $(if $(wildcard runtime/gwd_main.c),$(B)/gwd)
 
-.PHONY: all deps test test-update asan bench bench-compile bench-jwt run demo install clean help docs check-docs
+.PHONY: all deps test test-update asan bench bench-compile bench-jwt bench-gateway run demo install clean help docs check-docs
 all: deps $(B)/gwc $(GWD)
 
 help:
@@ -118,7 +118,14 @@ $(B)/bench_jwt: $(B)/obj/tests/bench_jwt.o $(LIB_OBJ) $(RT_OBJ)
 bench-jwt: all $(B)/bench_jwt
 	$(Q)$(B)/bench_jwt
 
-bench: bench-compile bench-jwt
+# The gateway against nginx and OpenResty (bench/, docs/performance.md); the
+# peers and tools come from Debian packages, installed like the others.
+BENCH_PKGS = nginx-light libnginx-mod-http-lua lua-cjson wrk gnuplot-nox nghttp2-client valgrind
+bench-gateway: all
+	$(Q)sh tests/deps.sh $(BENCH_PKGS)
+	$(Q)sh bench/run.sh $(B)
+
+bench: bench-compile bench-jwt bench-gateway
 
 # The demo: mock backends (a second gwd serving examples/mock-backends on
 # 127.0.0.1:9001-9004) and the gateway with endpoints/ on 127.0.0.1:8080.
