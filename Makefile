@@ -1,8 +1,10 @@
 # gw — aggregation / BFF API gateway.
 #
-#   make            build build/gwc (and build/gwd once it exists)
+#   make            build build/gwc (the compiler) and build/gwd (the gateway)
+#   make run        the demo: gwd serving endpoints/ on :8080, with mock backends
 #   make test       build, then run every test (ends with "N passed, N failed")
 #   make asan       the same tests under ASan+UBSan, built into build-asan/
+#   make bench      compiler, JWT and gateway benchmarks (not tests)
 #   make deps       install missing Debian packages (root) or print the apt-get line
 #   make help       list the targets
 #
@@ -45,7 +47,7 @@ GWD      = $(if $(wildcard runtime/gwd_main.c),$(B)/gwd)
 all: deps $(B)/gwc $(GWD)
 
 help:
-	@echo "targets: all test test-update asan bench bench-compile run demo install clean deps docs"
+	@echo "targets: all run demo test test-update asan bench bench-compile bench-jwt bench-gateway docs install clean deps"
 
 deps:
 	$(Q)sh tests/deps.sh $(DEB_PKGS)
