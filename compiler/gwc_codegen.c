@@ -447,35 +447,30 @@ static void cg_server(Cg *g, Node *d) {
     }
     nl++;
   }
-  GwServer *S = &g->p->servers[s];
-  S->listen_count = nl;
-  S->admin = kstro(g, first_val(l, "admin"));
-  if (first_val(l, "admin") && first_val(l, "admin")->kind == V_NUM) S->admin = kstr(g, first_val(l, "admin")->s);
-  S->drain_ms = optv(l, "drain", GW_NONE);
-  S->workers = optv(l, "workers", GW_NONE);
-  S->max_body = optv(l, "max_body", GW_NONE);
-  S->max_header = optv(l, "max_header", GW_NONE);
-  S->max_headers = optv(l, "max_headers", GW_NONE);
-  S->max_request_line = optv(l, "max_request_line", GW_NONE);
-  S->header_timeout_ms = optv(l, "header_timeout", GW_NONE);
-  S->body_timeout_ms = optv(l, "body_timeout", GW_NONE);
-  S->idle_timeout_ms = optv(l, "idle_timeout", GW_NONE);
-  S->max_connections = optv(l, "max_connections", GW_NONE);
-  S->cache_size = optv(l, "cache_size", GW_NONE);
-  uint32_t np;
-  uint32_t pf = strlist(g, l, "trusted_proxies", &np);
-  S = &g->p->servers[s];
-  S->proxies_first = pf; S->proxies_count = np;
-  Node *rv = first_val(l, "redis");
-  uint32_t renv = rv && rv->kind == V_ENV && rv->list
-                ? env_ref(g, rv->list->s, rv->list->next ? rv->list->next->s : NULL) : GW_NONE;
-  S = &g->p->servers[s];
-  S->redis = kstro(g, rv);
-  S = &g->p->servers[s];
-  S->redis_env = renv;
-  S->redis_timeout_ms = optv(l, "redis_timeout", GW_NONE);
-  S->max_json_depth = optv(l, "max_json_depth", GW_NONE);
-  S->limit_keys = optv(l, "limit_keys", GW_NONE);
+  GwServer S;
+  Node *admin = first_val(l, "admin"), *rv = first_val(l, "redis");
+  S.listen_first = g->p->servers[s].listen_first;
+  S.listen_count = nl;
+  S.admin = admin ? kstr(g, admin->s) : GW_NONE;      /* "host:port" or a port number */
+  S.drain_ms = optv(l, "drain", GW_NONE);
+  S.workers = optv(l, "workers", GW_NONE);
+  S.max_body = optv(l, "max_body", GW_NONE);
+  S.max_header = optv(l, "max_header", GW_NONE);
+  S.max_headers = optv(l, "max_headers", GW_NONE);
+  S.max_request_line = optv(l, "max_request_line", GW_NONE);
+  S.header_timeout_ms = optv(l, "header_timeout", GW_NONE);
+  S.body_timeout_ms = optv(l, "body_timeout", GW_NONE);
+  S.idle_timeout_ms = optv(l, "idle_timeout", GW_NONE);
+  S.max_connections = optv(l, "max_connections", GW_NONE);
+  S.cache_size = optv(l, "cache_size", GW_NONE);
+  S.proxies_first = strlist(g, l, "trusted_proxies", &S.proxies_count);
+  S.redis = kstro(g, rv);
+  S.redis_env = rv && rv->kind == V_ENV && rv->list
+              ? env_ref(g, rv->list->s, rv->list->next ? rv->list->next->s : NULL) : GW_NONE;
+  S.redis_timeout_ms = optv(l, "redis_timeout", GW_NONE);
+  S.max_json_depth = optv(l, "max_json_depth", GW_NONE);
+  S.limit_keys = optv(l, "limit_keys", GW_NONE);
+  g->p->servers[s] = S;
 }
 
 static void cg_backend(Cg *g, Node *d) {
@@ -497,36 +492,35 @@ static void cg_backend(Cg *g, Node *d) {
   Node *hd = gwc_opt(l, "headers");
   uint32_t hb = GW_NONE;
   if (hd && hd->a) { uint32_t saved = g->ep; g->ep = GW_NONE; hb = cg_block(g, hd->a, 0, NULL); g->ep = saved; }
-  uint32_t b = ADD(backends);
-  GwBackend *B = &g->p->backends[b];
-  B->name = kstr(g, d->s);
-  B = &g->p->backends[b];
-  B->url_first = uf; B->url_count = nu;
-  Node *bal = first_val(l, "balance");
-  B->balance = bal && !strcmp(bal->s, "least_requests") ? 1 : 0;
-  B->timeout_ms = optv(l, "timeout", 5000);
-  B->connect_timeout_ms = optv(l, "connect_timeout", 1000);
-  B->retries = optv(l, "retries", 0);
-  B->max_connections = optv(l, "max_connections", 256);
-  B->max_response = optv(l, "max_response", 8u << 20);
-  B->breaker = br ? 1 : 0;
-  B->br_failures = br ? optv(br->list, "failures", 5) : 5;
-  B->br_window_ms = br ? optv(br->list, "window", 10000) : 10000;
-  B->br_cooldown_ms = br ? optv(br->list, "cooldown", 10000) : 10000;
-  B->health_path = he ? kstr(g, first_val(he->list, "path") ? first_val(he->list, "path")->s : "/health") : GW_NONE;
-  B = &g->p->backends[b];
-  B->health_every_ms = he ? optv(he->list, "every", 5000) : 5000;
-  B->health_failures = he ? optv(he->list, "failures", 2) : 2;
-  B->health_cooldown_ms = he ? optv(he->list, "cooldown", 10000) : 10000;
-  B->headers = hb;
-  uint32_t ca = tls ? file_path(g, first_val(tls->list, "ca")) : GW_NONE;
-  uint32_t ce = tls ? file_path(g, first_val(tls->list, "cert")) : GW_NONE;
-  uint32_t ke = tls ? file_path(g, first_val(tls->list, "key")) : GW_NONE;
-  B = &g->p->backends[b];
-  B->tls_ca = ca; B->tls_cert = ce; B->tls_key = ke;
-  B->tls_verify = tls ? optv(tls->list, "verify", 1) : 1;
-  B->file = g->file_const[d->file];
-  B->line = line_of(g, d);
+  /* the record is filled locally and stored once: adding constants may move
+  ** other arrays, never this one, but one store keeps that out of mind */
+  GwBackend B;
+  Node *bal = first_val(l, "balance"), *hp = he ? first_val(he->list, "path") : NULL;
+  B.name = kstr(g, d->s);
+  B.url_first = uf; B.url_count = nu;
+  B.balance = bal && !strcmp(bal->s, "least_requests") ? 1 : 0;
+  B.timeout_ms = optv(l, "timeout", 5000);
+  B.connect_timeout_ms = optv(l, "connect_timeout", 1000);
+  B.retries = optv(l, "retries", 0);
+  B.max_connections = optv(l, "max_connections", 256);
+  B.max_response = optv(l, "max_response", 8u << 20);
+  B.breaker = br ? 1 : 0;
+  B.br_failures = br ? optv(br->list, "failures", 5) : 5;
+  B.br_window_ms = br ? optv(br->list, "window", 10000) : 10000;
+  B.br_cooldown_ms = br ? optv(br->list, "cooldown", 10000) : 10000;
+  B.health_path = he ? kstr(g, hp ? hp->s : "/health") : GW_NONE;
+  B.health_every_ms = he ? optv(he->list, "every", 5000) : 5000;
+  B.health_failures = he ? optv(he->list, "failures", 2) : 2;
+  B.health_cooldown_ms = he ? optv(he->list, "cooldown", 10000) : 10000;
+  B.headers = hb;
+  B.tls_ca = tls ? file_path(g, first_val(tls->list, "ca")) : GW_NONE;
+  B.tls_cert = tls ? file_path(g, first_val(tls->list, "cert")) : GW_NONE;
+  B.tls_key = tls ? file_path(g, first_val(tls->list, "key")) : GW_NONE;
+  B.tls_verify = tls ? optv(tls->list, "verify", 1) : 1;
+  B.file = g->file_const[d->file];
+  B.line = line_of(g, d);
+  uint32_t b = ADD(backends);     /* ADD may move the array: index after it */
+  g->p->backends[b] = B;
 }
 
 static void cg_auth(Cg *g, Node *d) {

@@ -299,8 +299,7 @@ static void graph_endpoint(GwcCompiler *C, Ep *ep) {
   if (ep->respond) sink(&g, ep->respond->b, ep->rdeps);
   for (int i = 0; i < ep->nheaders; i++) sink(&g, ep->headers[i]->b, ep->rdeps);
   if (ep->proxy && ep->proxy->c) sink(&g, ep->proxy->c, ep->rdeps);
-  uint8_t scratch[1];
-  if (ep->cache) for (Node *x = ep->cache->list; x; x = x->next) { uint8_t *m = n ? used : scratch; sink(&g, x, m); }
+  if (ep->cache) for (Node *x = ep->cache->list; x; x = x->next) sink(&g, x, used);   /* used has n + 1 bytes */
   for (int j = 0; j < n; j++) used[j] |= ep->rdeps[j];
   for (int i = 0; i < n; i++) minimize(&ep->reads[i]);
 

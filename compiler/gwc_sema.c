@@ -411,7 +411,6 @@ static void resolve_name(GwcCompiler *C, Scope *S, Node *e, const char *name) {
     for (int i = 0; i < ep->ncalls; i++) names[n++] = ep->calls[i]->s;
   }
   for (int i = 0; i < 5; i++) names[n++] = root_names[i];
-  if (S->ctx != CTX_ENDPOINT && ep == NULL && 0) (void)0;
   unknown(C, e, "name", name, names, n);
   free(names);
 }

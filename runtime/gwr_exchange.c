@@ -145,12 +145,11 @@ static const char *cors_origin(const GwProgram *p, const GwCors *co, const char 
   return NULL;
 }
 
-static void cors_common(const GwProgram *p, const GwCors *co, const char *allow_origin, GwBuf *h) {
+static void cors_common(const GwCors *co, const char *allow_origin, GwBuf *h) {
   gw_buf_adds(h, "Vary: Origin\r\n");
   if (!allow_origin) return;
   gw_buf_printf(h, "Access-Control-Allow-Origin: %s\r\n", allow_origin);
   if (co->credentials) gw_buf_adds(h, "Access-Control-Allow-Credentials: true\r\n");
-  (void)p;
 }
 
 /* Headers of an actual (non-preflight) response of an endpoint with cors. */
@@ -158,7 +157,7 @@ static void cors_headers(GwrExchange *ex, GwBuf *h) {
   if (!ex->E || ex->E->cors == GW_NONE || !ex->c) return;
   const GwCors *co = &ex->p->corses[ex->E->cors];
   const char *ao = cors_origin(ex->p, co, gwr_http_header(&ex->c->parser.req, "origin"));
-  cors_common(ex->p, co, ao, h);
+  cors_common(co, ao, h);
   if (ao && co->expose_count) {
     gw_buf_adds(h, "Access-Control-Expose-Headers: ");
     for (uint32_t i = 0; i < co->expose_count; i++)
@@ -186,7 +185,7 @@ static void cors_preflight(GwrExchange *ex, const GwCors *co, const char *method
   }
   gw_buf_printf(h, "Allow: %s\r\n", al);
   if (!ok) { gw_buf_adds(h, "Vary: Origin\r\n"); return; }
-  cors_common(p, co, ao, h);
+  cors_common(co, ao, h);
   gw_buf_adds(h, "Access-Control-Allow-Methods: ");
   if (co->methods_count)
     for (uint32_t i = 0; i < co->methods_count; i++)

@@ -70,7 +70,6 @@ static void drive(GwrConn *c);
 static void too_large(GwrConn *c);
 static int fail_request(GwrConn *c);
 static void linger(GwrConn *c);
-static void conn_free(GwrConn *c);
 
 /* While a response is being written, a client that takes no bytes for
 ** idle_timeout is dropped; a slow but steady one is not (progress, not a
@@ -141,8 +140,6 @@ void gwr_conn_stream_data(GwrConn *c, const char *p, size_t n, int chunked) {
   evbuffer_add(out, p, n);
   if (chunked) evbuffer_add(out, "\r\n", 2);
 }
-
-static void conn_free(GwrConn *c);
 
 static void next_request(GwrConn *c) {
   if (c->w->srv->stopping && !c->admin) { conn_free(c); return; }   /* draining */
