@@ -53,6 +53,7 @@ typedef struct GwrProg {
   GwArena     arena;       /* everything below lives here */
   GwrRouter  *router;
   GwValue   **envs;        /* per env reference */
+  GwValue    *consts;      /* per constant: its value (the VM's CONST) */
   GwrPaths  **paths;       /* per call (global index) */
   GwrBackend *backends;
   GwrAuthRt  *auths;       /* per auth policy: API keys loaded from keys files */

@@ -1292,6 +1292,7 @@ static void start(GwrConn *c, int streaming) {
   vm->p = ex->p;
   vm->arena = &ex->arena;
   vm->envs = ex->g->envs;
+  vm->consts = ex->g->consts;
   vm->max_steps = GWR_VM_MAX_STEPS;
   vm->now = (double)time(NULL);
   int bad = 0;

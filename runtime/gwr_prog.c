@@ -36,6 +36,7 @@ static void prog_free(GwrProg *g) {
   free(g->auths);
   free(g->paths);
   free(g->envs);
+  free(g->consts);
   gw_program_free(g->p);
   gw_arena_free(&g->arena);
   free(g);
@@ -144,6 +145,13 @@ GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
   gw_arena_init(&g->arena);
   snprintf(g->source, sizeof g->source, "%s", path);
 
+  /* the constants as values, once: CONST pushes them without allocating */
+  g->consts = calloc((size_t)p->n_consts + 1, sizeof *g->consts);
+  for (uint32_t k = 0; k < p->n_consts; k++) {
+    g->consts[k].type = p->consts[k].kind ? GWV_NUMBER : GWV_STRING;
+    g->consts[k].u.s = gw_const_str(p, k, &g->consts[k].n);
+  }
+
   /* env() references: the values live only in memory, never in a file */
   g->envs = calloc((size_t)p->n_envs + 1, sizeof *g->envs);
   for (uint32_t i = 0; i < p->n_envs; i++) {
@@ -182,7 +190,7 @@ GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
     if (B->headers != GW_NONE) {
       GwrVm vm;
       memset(&vm, 0, sizeof vm);
-      vm.p = p; vm.arena = &g->arena; vm.envs = g->envs; vm.max_steps = GWR_VM_MAX_STEPS;
+      vm.p = p; vm.arena = &g->arena; vm.envs = g->envs; vm.consts = g->consts; vm.max_steps = GWR_VM_MAX_STEPS;
       GwValue *h = gwr_vm_run(&vm, B->headers, NULL);
       if (!h || h->type != GWV_OBJECT) {
         fail(err, errlen, "backend %s: headers: %s", cstr(p, B->name), h ? "not an object" : vm.error);

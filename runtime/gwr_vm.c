@@ -274,12 +274,7 @@ GwValue *gwr_vm_run(GwrVm *vm, uint32_t b, GwValue *cur) {
     case GW_OP_NULL: st[sp++] = &gwv_null; break;
     case GW_OP_TRUE: st[sp++] = &gwv_true; break;
     case GW_OP_FALSE: st[sp++] = &gwv_false; break;
-    case GW_OP_CONST: {
-      const GwConst *k = &p->consts[a];
-      const char *s = (const char *)p->blob + k->off;
-      st[sp++] = k->kind ? gwv_number_text(ar, s, k->len, 0) : gwv_string_ref(ar, s, k->len);
-      break;
-    }
+    case GW_OP_CONST: st[sp++] = (GwValue *)&vm->consts[a]; break;   /* never written to */
     case GW_OP_ENV: st[sp++] = vm->envs && vm->envs[a] ? vm->envs[a] : &gwv_null; break;
     case GW_OP_PARAM: st[sp++] = vm->params[a] ? vm->params[a] : &gwv_null; break;
     case GW_OP_ROOT: st[sp++] = vm->roots[a] ? vm->roots[a] : &gwv_null; break;

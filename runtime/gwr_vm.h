@@ -20,6 +20,7 @@ typedef struct GwrVm {
   GwValue   *roots[GW_ROOT_PARAM];   /* query, headers, body, jwt, client */
   GwValue  **results;        /* per call of the endpoint: its value, NULL until settled */
   GwValue  **envs;           /* per env reference: resolved at load (program-wide) */
+  const GwValue *consts;     /* per constant: its value, made once at load (read-only) */
   uint64_t   steps, max_steps;
   double     now;            /* now(), fixed for the request */
   int        missing;        /* set by ENCSEG/ENCTAIL on null: the call cannot be made */
