@@ -558,3 +558,13 @@ int gwr_json_write(const GwValue *v, GwrJsonSink sink, void *ctx) {
   yajl_gen_free(g);
   return s == yajl_gen_status_ok ? 0 : -1;
 }
+
+static void sink_buf(void *ctx, const char *p, size_t n) { gw_buf_add(ctx, p, n); }
+
+void gwv_json(const GwValue *v, GwBuf *out) {
+  size_t start = out->n;
+  if (gwr_json_write(v, sink_buf, out) != 0) {   /* only invalid UTF-8, which no value holds */
+    out->n = start;
+    gw_buf_adds(out, "null");
+  }
+}

@@ -226,59 +226,6 @@ int gwv_compare(const GwValue *a, const GwValue *b) {
   return 2;
 }
 
-static void json_string(const char *s, size_t n, GwBuf *out) {
-  static const char hex[] = "0123456789abcdef";
-  gw_buf_addc(out, '"');
-  size_t start = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    gw_buf_add(out, s + start, i - start);
-    start = i + 1;
-    switch (c) {
-    case '"': gw_buf_adds(out, "\\\""); break;
-    case '\\': gw_buf_adds(out, "\\\\"); break;
-    case '\n': gw_buf_adds(out, "\\n"); break;
-    case '\r': gw_buf_adds(out, "\\r"); break;
-    case '\t': gw_buf_adds(out, "\\t"); break;
-    case '\b': gw_buf_adds(out, "\\b"); break;
-    case '\f': gw_buf_adds(out, "\\f"); break;
-    default: {
-      char e[7] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0 };
-      gw_buf_adds(out, e);
-    }
-    }
-  }
-  gw_buf_add(out, s + start, n - start);
-  gw_buf_addc(out, '"');
-}
-
-void gwv_json(const GwValue *v, GwBuf *out) {
-  if (!v) v = &gwv_null;
-  switch (v->type) {
-  case GWV_NULL: gw_buf_adds(out, "null"); break;
-  case GWV_TRUE: gw_buf_adds(out, "true"); break;
-  case GWV_FALSE: gw_buf_adds(out, "false"); break;
-  case GWV_NUMBER: gw_buf_add(out, v->u.s, v->n); break;
-  case GWV_STRING: json_string(v->u.s, v->n, out); break;
-  case GWV_ARRAY:
-    gw_buf_addc(out, '[');
-    for (uint32_t i = 0; i < v->n; i++) { if (i) gw_buf_addc(out, ','); gwv_json(v->u.items[i], out); }
-    gw_buf_addc(out, ']');
-    break;
-  case GWV_OBJECT:
-    gw_buf_addc(out, '{');
-    for (uint32_t i = 0; i < v->n; i++) {
-      if (i) gw_buf_addc(out, ',');
-      json_string(v->u.members[i].key, v->u.members[i].klen, out);
-      gw_buf_addc(out, ':');
-      gwv_json(v->u.members[i].val, out);
-    }
-    gw_buf_addc(out, '}');
-    break;
-  }
-}
-
 void gwv_render(const GwValue *v, GwBuf *out) {
   if (!v) return;
   switch (v->type) {

@@ -76,7 +76,8 @@ int  gwv_compare(const GwValue *a, const GwValue *b);
 /* Interpolation rendering: strings raw, numbers as their text, true/false,
 ** null as nothing, objects and arrays as compact JSON. */
 void gwv_render(const GwValue *v, GwBuf *out);
-/* Compact JSON text (no spaces), numbers verbatim. */
+/* Compact JSON text (no spaces), numbers verbatim, appended to out. Defined
+** in gwr_json.c: yajl_gen is the one JSON generator of the runtime. */
 void gwv_json(const GwValue *v, GwBuf *out);
 
 #endif
