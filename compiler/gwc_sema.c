@@ -654,13 +654,6 @@ static void check_route_conflicts(GwcCompiler *C) {
 
 /* ---- endpoints ----------------------------------------------------------------------------- */
 
-static int http_token(const char *s) {
-  if (!*s) return 0;
-  for (; *s; s++)
-    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
-          strchr("!#$%&'*+-.^_`|~", *s))) return 0;
-  return 1;
-}
 
 static int check_dur(GwcCompiler *C, Node *v, const char *what) {
   if (!v || v->kind != V_DUR) {
@@ -702,12 +695,8 @@ static void check_call(GwcCompiler *C, Ep *ep, Node *s) {
     if (o->a) check_expr(C, &S, o->a);
     if (k == 1 && o->a && o->a->kind == E_OBJ)       /* headers { }: framing is the gateway's */
       for (Node *x = o->a->list; x; x = x->next) {
-        static const char *const f[] = { "host", "content-length", "transfer-encoding", "connection", "expect",
-                                         "te", "upgrade", "keep-alive", "trailer", "proxy-connection",
-                                         "x-forwarded-for", "x-forwarded-proto", "x-request-id" };
-        for (size_t j = 0; x->kind == E_ENTRY && j < sizeof f / sizeof f[0]; j++)
-          if (!strcasecmp(x->s, f[j]))
-            gwc_diag_node(C, DIAG_ERROR, x, "header '%s' is set by the gateway, not by a call", x->s);
+        if (x->kind == E_ENTRY && gw_header_class(x->s, strlen(x->s)))
+          gwc_diag_node(C, DIAG_ERROR, x, "header '%s' is set by the gateway, not by a call", x->s);
       }
     if (k == 3) check_dur(C, o->list, "timeout");
     if (k == 4) check_dur(C, o->list, "cache");
@@ -802,12 +791,11 @@ static void check_endpoint(GwcCompiler *C, Node *d) {
   }
   for (int i = 0; i < ep->nheaders; i++) {
     Node *h = ep->headers[i];
-    if (!http_token(h->a->s)) gwc_diag_node(C, DIAG_ERROR, h->a, "'%s' is not a valid header name", h->a->s);
-    static const char *const reserved[] = { "content-length", "transfer-encoding", "connection", "content-type",
-                                            "x-gw-partial", "upgrade", "te", "trailer", "keep-alive" };
-    for (int k = 0; k < 9; k++)
-      if (!strcasecmp(h->a->s, reserved[k]))
-        gwc_diag_node(C, DIAG_ERROR, h->a, "header '%s' is set by the gateway", h->a->s);
+    size_t hn = strlen(h->a->s);
+    if (!gw_http_token(h->a->s, hn)) gwc_diag_node(C, DIAG_ERROR, h->a, "'%s' is not a valid header name", h->a->s);
+    else if ((gw_header_class(h->a->s, hn) & (GW_HDR_HOP | GW_HDR_FRAMING | GW_HDR_GATEWAY)) ||
+             !strcasecmp(h->a->s, "content-type"))
+      gwc_diag_node(C, DIAG_ERROR, h->a, "header '%s' is set by the gateway", h->a->s);
     for (int j = 0; j < i; j++)
       if (!strcasecmp(ep->headers[j]->a->s, h->a->s))
         gwc_diag_node(C, DIAG_ERROR, h->a, "header '%s' set twice", h->a->s);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <openssl/evp.h>
 
@@ -174,4 +175,32 @@ int gw_utf8_valid(const void *p, size_t n) {
     i += len;
   }
   return 1;
+}
+
+int gw_http_token(const char *s, size_t n) {
+  if (!n) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+          (c && strchr("!#$%&'*+-.^_`|~", c)))) return 0;
+  }
+  return 1;
+}
+
+int gw_header_class(const char *name, size_t n) {
+  static const struct { const char *name; int cls; } t[] = {
+    { "connection", GW_HDR_HOP }, { "keep-alive", GW_HDR_HOP }, { "proxy-connection", GW_HDR_HOP },
+    { "te", GW_HDR_HOP }, { "trailer", GW_HDR_HOP }, { "transfer-encoding", GW_HDR_HOP },
+    { "upgrade", GW_HDR_HOP }, { "proxy-authenticate", GW_HDR_HOP }, { "proxy-authorization", GW_HDR_HOP },
+    { "host", GW_HDR_FRAMING }, { "content-length", GW_HDR_FRAMING }, { "expect", GW_HDR_FRAMING },
+    { "forwarded", GW_HDR_FORWARDING }, { "x-real-ip", GW_HDR_FORWARDING },
+    { "x-client-ip", GW_HDR_FORWARDING }, { "true-client-ip", GW_HDR_FORWARDING },
+    { "client-ip", GW_HDR_FORWARDING }, { "x-cluster-client-ip", GW_HDR_FORWARDING },
+    { "cf-connecting-ip", GW_HDR_FORWARDING },
+    { "x-request-id", GW_HDR_GATEWAY }, { "traceparent", GW_HDR_GATEWAY }, { "x-gw-partial", GW_HDR_GATEWAY },
+  };
+  if (n >= 12 && !strncasecmp(name, "x-forwarded-", 12)) return GW_HDR_FORWARDING;
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+    if (strlen(t[i].name) == n && !strncasecmp(t[i].name, name, n)) return t[i].cls;
+  return 0;
 }

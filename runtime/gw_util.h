@@ -70,6 +70,19 @@ int gw_read_file(const char *path, size_t max, char **data, size_t *len);
 ** layer, JSON extraction and the exchange all use it. */
 int gw_utf8_valid(const void *s, size_t n);
 
+/* An HTTP token (RFC 9110 5.6.2): header names, methods. */
+int gw_http_token(const char *s, size_t n);
+
+/* What a header name means to a gateway (case-insensitive), one list for the
+** compiler's checks, the calls' headers and the proxy:
+**   HOP        hop-by-hop (RFC 9110 7.6.1): never forwarded
+**   FRAMING    framing the gateway sets itself: Host, Content-Length, Expect
+**   FORWARDING a client's claims about the path: Forwarded, X-Forwarded-*,
+**              X-Real-IP, …: never trusted, never passed on
+**   GATEWAY    the gateway's own: X-Request-Id, traceparent, X-Gw-Partial */
+enum { GW_HDR_HOP = 1, GW_HDR_FRAMING = 2, GW_HDR_FORWARDING = 4, GW_HDR_GATEWAY = 8 };
+int gw_header_class(const char *name, size_t n);
+
 /* Levenshtein distance between two short strings, capped at 99. */
 int gw_edit_distance(const char *a, const char *b);
 

@@ -389,21 +389,7 @@ static void add_query(GwBuf *url, const GwValue *q) {
   }
 }
 
-static int token_ok(const char *s, size_t n) {
-  if (!n) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!(isalnum((unsigned char)s[i]) || strchr("!#$%&'*+-.^_`|~", s[i]))) return 0;
-  return 1;
-}
 
-/* Headers that frame the message or the connection: only the gateway sets them. */
-static int framing_header(const char *name, size_t n) {
-  static const char *const f[] = { "host", "content-length", "transfer-encoding", "connection", "expect",
-                                   "te", "upgrade", "keep-alive", "trailer", "proxy-connection" };
-  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-    if (strlen(f[i]) == n && !strncasecmp(f[i], name, n)) return 1;
-  return 0;
-}
 
 static const char *pick_base(GwrExchange *ex, uint32_t b) {
   GwrBackend *B = &ex->g->backends[b];
@@ -460,7 +446,9 @@ static void start_call(GwrExchange *ex, CallRt *k) {
   if (hobj && hobj->type == GWV_OBJECT)
     for (uint32_t i = 0; i < hobj->n; i++) {
       const GwMember *m = &hobj->u.members[i];
-      if (GWV_IS_NULL(m->val) || !token_ok(m->key, m->klen) || framing_header(m->key, m->klen)) continue;
+      /* framing, forwarding and the gateway's own headers are the gateway's
+      ** (the compiler refuses them; a program built otherwise is held to it) */
+      if (GWV_IS_NULL(m->val) || !gw_http_token(m->key, m->klen) || gw_header_class(m->key, m->klen)) continue;
       GwBuf r = {0};
       gwv_render(m->val, &r);
       if (header_value_ok(r.p ? r.p : "", r.n))
@@ -739,10 +727,7 @@ static int check_auth(GwrExchange *ex, GwValue *query) {
 /* ---- proxy -------------------------------------------------------------------------- */
 
 static int hop_by_hop(const char *name, size_t n, const char *connection) {
-  static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te", "trailer",
-                                     "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization" };
-  for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
-    if (strlen(hop[i]) == n && !strncasecmp(hop[i], name, n)) return 1;
+  if (gw_header_class(name, n) & GW_HDR_HOP) return 1;
   for (const char *c = connection; c && *c;) {       /* headers named in Connection */
     while (*c == ' ' || *c == ',' || *c == '\t') c++;
     const char *e = c;
@@ -767,7 +752,7 @@ static int p_head(void *ud, long status, const GwrFetchHeader *h, size_t nh) {
   base_headers(ex, &hb);
   for (size_t i = 0; i < nh; i++) {
     if (hop_by_hop(h[i].name, h[i].name_len, conn)) continue;
-    if (h[i].name_len == 12 && !strncasecmp(h[i].name, "x-request-id", 12)) continue;
+    if (gw_header_class(h[i].name, h[i].name_len) & GW_HDR_GATEWAY) continue;
     if (!header_value_ok(h[i].value, h[i].value_len)) continue;
     gw_buf_printf(&hb, "%.*s: %.*s\r\n", (int)h[i].name_len, h[i].name, (int)h[i].value_len, h[i].value);
   }
@@ -897,15 +882,9 @@ static void start_proxy(GwrExchange *ex) {
   int nh = 0;
   for (uint32_t i = 0; i < r->nheaders; i++) {
     const GwrHeader *h = &r->headers[i];
-    if (hop_by_hop(h->name, h->name_len, conn)) continue;
-    static const char *const drop[] = { "host", "content-length", "x-request-id", "traceparent", "expect",
-                                        "forwarded", "x-real-ip", "x-client-ip", "true-client-ip",
-                                        "client-ip", "x-cluster-client-ip", "cf-connecting-ip" };
-    /* a client's forwarding headers are never trusted nor passed on: all X-Forwarded-* */
-    int skip = h->name_len >= 12 && !memcmp(h->name, "x-forwarded-", 12);
-    for (size_t k = 0; k < sizeof drop / sizeof drop[0]; k++)
-      if (strlen(drop[k]) == h->name_len && !memcmp(drop[k], h->name, h->name_len)) skip = 1;
-    if (skip) continue;
+    /* hop-by-hop, framing, a client's forwarding claims and the gateway's own
+    ** headers stay behind; the gateway adds its own below */
+    if (hop_by_hop(h->name, h->name_len, conn) || gw_header_class(h->name, h->name_len)) continue;
     hv[nh++] = gw_arena_printf(&ex->arena, "%.*s: %.*s", (int)h->name_len, h->name, (int)h->value_len, h->value);
   }
   nh = gateway_headers(ex, hv, nh);

@@ -206,9 +206,7 @@ GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
         GwBuf v = {0};
         gwv_render(m->val, &v);
         /* an env() value is outside the compiler's reach: check it here */
-        int ok = m->klen > 0;
-        for (uint32_t k = 0; k < m->klen; k++)
-          if (!(isalnum((unsigned char)m->key[k]) || strchr("!#$%&'*+-.^_`|~", m->key[k]))) ok = 0;
+        int ok = gw_http_token(m->key, m->klen);
         for (size_t k = 0; k < v.n; k++)
           if (v.p[k] == '\r' || v.p[k] == '\n' || v.p[k] == 0) ok = 0;
         if (!ok) {
