@@ -46,7 +46,10 @@ typedef struct GwrBackend {
 } GwrBackend;
 
 typedef struct GwrApiKey { const char *client; unsigned char sha[32]; } GwrApiKey;
-typedef struct GwrAuthRt { GwrApiKey *keys; int nkeys; } GwrAuthRt;
+typedef struct GwrAuthRt {
+  GwrApiKey  *keys; int nkeys;   /* API keys from the keys file */
+  const char *header;            /* `from header`: the name lower-cased, as the parser keeps names */
+} GwrAuthRt;
 
 typedef struct GwrProg {
   GwProgram  *p;

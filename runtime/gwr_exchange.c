@@ -631,11 +631,7 @@ static int apikey_ok(GwrExchange *ex, const GwAuth *A, GwValue *query) {
     GwValue *v = gwv_get(query, name, strlen(name));
     if (v && v->type == GWV_STRING) { key = v->u.s; kn = v->n; }
   } else {
-    char lower[128];
-    size_t n = strlen(name);
-    if (n >= sizeof lower) return 0;
-    for (size_t i = 0; i <= n; i++) lower[i] = (char)tolower((unsigned char)name[i]);
-    key = gwr_http_header(&ex->c->parser.req, lower);
+    key = gwr_http_header(&ex->c->parser.req, ex->g->auths[A - ex->p->auths].header);
     if (key) kn = strlen(key);
   }
   if (!key || !kn) return 0;
@@ -666,11 +662,7 @@ static const char *jwt_token(GwrExchange *ex, const GwAuth *A, size_t *n) {
     }
     return NULL;
   }
-  char lower[128];
-  size_t nl = strlen(name);
-  if (nl >= sizeof lower) return NULL;
-  for (size_t i = 0; i <= nl; i++) lower[i] = (char)tolower((unsigned char)name[i]);
-  const char *v = gwr_http_header(r, lower);
+  const char *v = gwr_http_header(r, ex->g->auths[A - ex->p->auths].header);
   if (!v) return NULL;
   if (A->bearer) {
     if (strncasecmp(v, "bearer ", 7)) return NULL;

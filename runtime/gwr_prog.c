@@ -224,6 +224,12 @@ GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
 
   g->auths = calloc((size_t)p->n_auths + 1, sizeof *g->auths);
   for (uint32_t a = 0; a < p->n_auths; a++)
+    if (p->auths[a].from == 0) {
+      char *h = gw_arena_strndup(&g->arena, cstr(p, p->auths[a].from_name), strlen(cstr(p, p->auths[a].from_name)));
+      for (char *q = h; *q; q++) *q = (char)tolower((unsigned char)*q);
+      g->auths[a].header = h;
+    }
+  for (uint32_t a = 0; a < p->n_auths; a++)
     if (p->auths[a].type == 1 && p->auths[a].keys_file != GW_NONE &&
         load_keys(g, a, cstr(p, p->auths[a].keys_file), err, errlen)) {
       prog_free(g);
