@@ -28,19 +28,12 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from mock import Mock  # noqa: E402
-from gwd import Gwd, HTTPError, free_port  # noqa: E402
+from gwd import Gwd, HTTPError, free_port, suite_args  # noqa: E402
 import jwtkit  # noqa: E402
 from jwtkit import make_token, b64u, b64u_json  # noqa: E402
 from redisd import Redis  # noqa: E402
 
-args = [a for a in sys.argv[1:]]
-VERBOSE = "-v" in args
-FILTER = None
-if "-k" in args:
-    FILTER = args[args.index("-k") + 1]
-    del args[args.index("-k"):args.index("-k") + 2]
-args = [a for a in args if a != "-v"]
-BUILD = os.path.join(ROOT, args[0]) if args else os.path.join(ROOT, "build")
+BUILD, FILTER, VERBOSE = suite_args(sys.argv[1:], ROOT)
 GWD_EXE = os.path.join(BUILD, "gwd")
 
 passed = 0

@@ -361,3 +361,16 @@ class Conn:
                 return True
             self.buf += d
             return False
+
+
+def suite_args(argv, root):
+    """The command line of an e2e suite: BUILD_DIR [-k substr] [-v]. Returns
+    (absolute build dir, filter or None, verbose)."""
+    args = list(argv)
+    verbose = "-v" in args
+    flt = None
+    if "-k" in args:
+        flt = args[args.index("-k") + 1]
+        del args[args.index("-k"):args.index("-k") + 2]
+    args = [a for a in args if a != "-v"]
+    return (os.path.join(root, args[0]) if args else os.path.join(root, "build")), flt, verbose

@@ -26,16 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from mock import Mock, stream_digest  # noqa: E402
-from gwd import Gwd, Conn, HTTPError, free_port, closed_port  # noqa: E402
+from gwd import Gwd, Conn, HTTPError, free_port, closed_port, suite_args  # noqa: E402
 
-args = [a for a in sys.argv[1:]]
-VERBOSE = "-v" in args
-FILTER = None
-if "-k" in args:
-    FILTER = args[args.index("-k") + 1]
-    del args[args.index("-k"):args.index("-k") + 2]
-args = [a for a in args if a != "-v"]
-BUILD = os.path.join(ROOT, args[0]) if args else os.path.join(ROOT, "build")
+BUILD, FILTER, VERBOSE = suite_args(sys.argv[1:], ROOT)
 GWD_EXE = os.path.join(BUILD, "gwd")
 
 passed = 0
