@@ -67,6 +67,11 @@ struct GwrExchange {
   GwBuf           up;           /* its queue */
   size_t          up_off;
   int             up_done, up_waiting;
+  /* from the head: the normalized path and the route (begin) */
+  int             norm_status, route_status;
+  const char     *norm_err;
+  uint32_t        allow;
+  GwrRouteSeg     segs[GWR_MAX_SEGMENTS];
   /* rate limits: the answer's RateLimit-* come from the tightest limit */
   GwrLimitResult  rl;
   int             has_rl;
@@ -1153,29 +1158,40 @@ static void start(GwrConn *c, int streaming);
 
 void gwr_exchange_start(GwrConn *c) { start(c, 0); }
 
+/* The part of a request that needs only its head: the exchange, its id,
+** the normalized path and the route. Done once per request: at the head
+** when a body follows (to know whether it streams to a proxy), else when
+** the request is complete. Nothing is answered here. */
+static GwrExchange *begin(GwrConn *c) {
+  const GwrHttpReq *r = &c->parser.req;
+  GwrExchange *ex = calloc(1, sizeof *ex);
+  if (!ex) return NULL;
+  ex->c = c;
+  ex->w = c->w;
+  ex->g = gwr_worker_prog(c->w);
+  ex->p = ex->g->p;
+  gw_arena_init(&ex->arena);
+  ex->head = r->method == GW_METHOD_HEAD;
+  make_reqid(ex, r);
+  take_traceparent(ex, r);
+  if (r->method == GW_METHOD_OPTIONS && r->target_len == 1 && r->target[0] == '*') return ex;
+  ex->norm_status = gwr_path_normalize(&ex->arena, r->target, r->target_len, &ex->path, &ex->norm_err);
+  if (ex->norm_status || c->admin) return ex;
+  for (int i = 0; i < ex->path.nseg; i++) {
+    ex->segs[i].raw = ex->path.seg[i].raw; ex->segs[i].raw_len = ex->path.seg[i].raw_len;
+    ex->segs[i].dec = ex->path.seg[i].dec; ex->segs[i].dec_len = ex->path.seg[i].dec_len;
+  }
+  ex->route_status = gwr_route(ex->g->router, r->method, ex->segs, ex->path.nseg, &ex->m, &ex->allow);
+  return ex;
+}
+
 int gwr_exchange_head(GwrConn *c) {
   const GwrHttpReq *r = &c->parser.req;
-  if (!(r->content_length > 0 || r->chunked)) return 0;
-  /* a quick look: is this a proxy route? (anything wrong is reported later) */
-  GwArena a;
-  gw_arena_init(&a);
-  GwrPath path;
-  const char *err = NULL;
-  int proxy = 0;
-  if (gwr_path_normalize(&a, r->target, r->target_len, &path, &err) == 0) {
-    GwrRouteSeg segs[GWR_MAX_SEGMENTS];
-    for (int i = 0; i < path.nseg; i++) {
-      segs[i].raw = path.seg[i].raw; segs[i].raw_len = path.seg[i].raw_len;
-      segs[i].dec = path.seg[i].dec; segs[i].dec_len = path.seg[i].dec_len;
-    }
-    GwrMatch m;
-    uint32_t allow;
-    const GwProgram *p = c->w->prog->p;
-    proxy = gwr_route(c->w->prog->router, r->method, segs, path.nseg, &m, &allow) == 200 &&
-            p->endpoints[m.endpoint].proxy != GW_NONE;
-  }
-  gw_arena_free(&a);
-  if (!proxy) return 0;
+  if (!(r->content_length > 0 || r->chunked) || c->ex) return 0;
+  GwrExchange *ex = begin(c);
+  if (!ex) return 0;                 /* out of memory: answered when the request is complete */
+  c->ex = ex;                        /* kept until the body is in (a failure aborts it) */
+  if (ex->route_status != 200 || ex->p->endpoints[ex->m.endpoint].proxy == GW_NONE) return 0;
   start(c, 1);
   return 1;
 }
@@ -1183,23 +1199,15 @@ int gwr_exchange_head(GwrConn *c) {
 static void start(GwrConn *c, int streaming) {
   GwrServer *s = c->w->srv;
   const GwrHttpReq *r = &c->parser.req;
-  GwrExchange *ex = calloc(1, sizeof *ex);
+  GwrExchange *ex = c->ex ? c->ex : begin(c);
   if (!ex) { c->keep_alive = 0; gwr_conn_error(c, 503, "out of memory", NULL); return; }
-  ex->c = c;
-  ex->w = c->w;
   ex->streaming = streaming;
   c->ex = ex;
   /* a streamed request answered before its body is read must close */
   int keep_alive = c->keep_alive;
   if (streaming) c->keep_alive = 0;
-  ex->g = gwr_worker_prog(c->w);
-  ex->p = ex->g->p;
-  gw_arena_init(&ex->arena);
-  ex->head = r->method == GW_METHOD_HEAD;
   enter(ex);
-  make_reqid(ex, r);
-  take_traceparent(ex, r);
-  const char *err = NULL;
+  GwrRouteSeg *segs = ex->segs;
   if (r->method == GW_METHOD_OPTIONS && r->target_len == 1 && r->target[0] == '*') {
     GwBuf h = {0};
     base_headers(ex, &h);
@@ -1209,20 +1217,14 @@ static void start(GwrConn *c, int streaming) {
     gw_buf_free(&h);
     goto out;
   }
-  int st = gwr_path_normalize(&ex->arena, r->target, r->target_len, &ex->path, &err);
-  if (st) {                          /* refused like any malformed request: answer and close */
+  if (ex->norm_status) {             /* refused like any malformed request: answer and close */
     c->keep_alive = 0;
-    finish_error(ex, st, err ? err : "bad request target");
+    finish_error(ex, ex->norm_status, ex->norm_err ? ex->norm_err : "bad request target");
     goto out;
   }
   if (c->admin) { ex->finished = 1; admin(c, &ex->path); goto out; }
-  GwrRouteSeg segs[GWR_MAX_SEGMENTS];
-  for (int i = 0; i < ex->path.nseg; i++) {
-    segs[i].raw = ex->path.seg[i].raw; segs[i].raw_len = ex->path.seg[i].raw_len;
-    segs[i].dec = ex->path.seg[i].dec; segs[i].dec_len = ex->path.seg[i].dec_len;
-  }
-  uint32_t allow = 0;
-  st = gwr_route(ex->g->router, r->method, segs, ex->path.nseg, &ex->m, &allow);
+  int st = ex->route_status;
+  uint32_t allow = ex->allow;
   if (st == 405) {
     char al[128];
     GwBuf h = {0};
