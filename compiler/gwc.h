@@ -56,8 +56,6 @@ void      gwc_lexer_free(GwcLexer *L);
 /* Next token; TK_EOF-like 0 at the end. Lexical errors are reported
 ** through diagnostics and skipped. */
 int       gwc_lex(GwcLexer *L, GwcToken *t);
-/* Tell the lexer that a route path may follow (after `endpoint METHOD`). */
-void      gwc_lexer_want_path(GwcLexer *L);
 /* Brace depth outside strings, for error recovery. */
 int       gwc_lexer_depth(GwcLexer *L);
 const char *gwc_token_name(int type);
@@ -149,8 +147,6 @@ Node *gwc_option2(GwcCompiler *C, const GwcToken *name, const GwcToken *word, No
 Node *gwc_value(GwcCompiler *C, int kind, const GwcToken *t);
 void  gwc_decl(GwcCompiler *C, Node *decl);
 void  gwc_syntax_error(GwcCompiler *C, const GwcToken *t);
-void  gwc_parse_accept(GwcCompiler *C);
-int   gwc_parse_failed(GwcCompiler *C);
 
 /* ---- diagnostics ---------------------------------------------------------- */
 enum { DIAG_ERROR, DIAG_WARNING, DIAG_NOTE };

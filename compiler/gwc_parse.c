@@ -202,8 +202,6 @@ void gwc_syntax_error(GwcCompiler *C, const GwcToken *t) {
   }
 }
 
-void gwc_parse_accept(GwcCompiler *C) { (void)C; }
-int gwc_parse_failed(GwcCompiler *C) { return C->parse_error; }
 
 /* Parse file `file`, reading it `chunk` bytes at a time (0: all at once). */
 static void parse_file(GwcCompiler *C, int file, size_t chunk) {

@@ -123,7 +123,6 @@ void gwc_lexer_free(GwcLexer *L) {
 }
 
 int gwc_lexer_depth(GwcLexer *L) { return L->depth; }
-void gwc_lexer_want_path(GwcLexer *L) { L->prev = TK_METHOD; L->prev2 = TK_ENDPOINT; }
 
 /* Move the unread part of the buffer (from tok) to the front and read
 ** more. Returns 0 when something was read, 1 at the end of input. */

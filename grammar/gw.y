@@ -28,7 +28,6 @@
 
 %syntax_error { gwc_syntax_error(C, &TOKEN); }
 %stack_overflow { gwc_syntax_error(C, NULL); }
-%parse_accept { gwc_parse_accept(C); }
 
 /* Declared first so that every other token can fall back to it. */
 %token ID.

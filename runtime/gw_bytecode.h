@@ -16,8 +16,8 @@
 ** gw_opcodes.def; builtins in gw_builtins.def. docs/bytecode.md is
 ** generated from those three tables.
 **
-** A GwProgram is immutable once loaded and refcounted: gwd swaps programs
-** on reload while requests finish on the one they started with.
+** A GwProgram is immutable once loaded; gwd refcounts the GwrProg that owns
+** it, so requests finish on the program they started with.
 */
 #ifndef GW_BYTECODE_H
 #define GW_BYTECODE_H
@@ -111,18 +111,15 @@ typedef struct GwProgram {
   unsigned char *blob;
   uint32_t       n_blob;
   unsigned char  sha256[32];
-  int            refcount;
 } GwProgram;
 
-/* Load and verify an image. On success returns a program with refcount 1;
+/* Load and verify an image. On success returns an owned program;
 ** on failure returns NULL and writes a one-line reason into err. The image
 ** is borrowed (copied as needed). Never crashes or loops on hostile input. */
 GwProgram *gw_program_load(const void *image, size_t size, char *err, size_t errlen);
 /* Serialize p into out (appended). Returns 0. */
 struct GwBuf;
 int  gw_program_write(const GwProgram *p, struct GwBuf *out);
-void gw_program_retain(GwProgram *p);
-void gw_program_release(GwProgram *p);
 /* Free a program built in memory (by the compiler) or loaded. */
 void gw_program_free(GwProgram *p);
 

@@ -91,10 +91,6 @@ void gw_program_free(GwProgram *p) {
   free(p->blob);
   free(p);
 }
-void gw_program_retain(GwProgram *p) { __atomic_add_fetch(&p->refcount, 1, __ATOMIC_RELAXED); }
-void gw_program_release(GwProgram *p) {
-  if (p && __atomic_sub_fetch(&p->refcount, 1, __ATOMIC_ACQ_REL) == 0) gw_program_free(p);
-}
 
 const char *gw_const_str(const GwProgram *p, uint32_t k, uint32_t *len) {
   if (k >= p->n_consts) { if (len) *len = 0; return ""; }
@@ -501,7 +497,6 @@ GwProgram *gw_program_load(const void *image, size_t size, char *err, size_t err
   GwProgram *p = calloc(1, sizeof *p);
   if (!p) { fail(&v, "out of memory"); return NULL; }
   v.p = p;
-  p->refcount = 1;
   memcpy(p->sha256, sha, 32);
   uint32_t seen = 0;
   size_t table_end = GW_HEADER_SIZE + 12 * (size_t)nsec;
