@@ -91,9 +91,9 @@ static int load_keys(GwrProg *g, uint32_t a, const char *path, char *err, size_t
     unsigned char sha[32];
     int ok = h1 - h0 == 64 && p == e;
     for (int i = 0; ok && i < 32; i++) {
-      int hi = isxdigit((unsigned char)h0[2 * i]) ? (h0[2 * i] | 32) : -1, lo = isxdigit((unsigned char)h0[2 * i + 1]) ? (h0[2 * i + 1] | 32) : -1;
+      int hi = OPENSSL_hexchar2int((unsigned char)h0[2 * i]), lo = OPENSSL_hexchar2int((unsigned char)h0[2 * i + 1]);
       if (hi < 0 || lo < 0) ok = 0;
-      else sha[i] = (unsigned char)(((hi <= '9' ? hi - '0' : hi - 'a' + 10) << 4) | (lo <= '9' ? lo - '0' : lo - 'a' + 10));
+      else sha[i] = (unsigned char)(hi << 4 | lo);
     }
     if (!ok) { free(text); return fail(err, errlen, "%s:%d: expected 'client-name sha256-hex'", path, line); }
     if (A->nkeys == cap) {
