@@ -1272,7 +1272,10 @@ static void start(GwrConn *c, int streaming) {
   GwValue *query = query_object(&ex->arena, ex->path.query, ex->path.query_len, &bad);
   if (bad) { c->keep_alive = 0; finish_error(ex, 400, "query string is not valid UTF-8"); goto out; }
   vm->roots[GW_ROOT_QUERY] = query;
-  vm->roots[GW_ROOT_HEADERS] = headers_object(&ex->arena, r);
+  /* the headers object only when something can read it: the endpoint (its
+  ** inputs say), or an auth `require` or a limit `by` (global blocks) */
+  vm->roots[GW_ROOT_HEADERS] = reads_root(ex->p, ex->E, GW_ROOT_HEADERS) || ex->E->auth_count || ex->E->limit_count
+                             ? headers_object(&ex->arena, r) : &gwv_null;
   vm->roots[GW_ROOT_JWT] = &gwv_null;
   GwValue *client = gwv_object(&ex->arena, 2);
   gwv_set(&ex->arena, client, "ip", 2, client_ip(ex), 0);
