@@ -161,16 +161,18 @@ def tree(pid):
 
 
 def cpu_seconds(pids):
-    """utime+stime+cutime+cstime of every process of the system under test."""
-    total = 0
+    """(user, kernel) seconds — utime+cutime, stime+cstime — of every process of
+    the system under test."""
+    usr = sys_ = 0
     for p in pids:
         try:
             with open("/proc/%d/stat" % p) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])
+                fields = [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15]]
+            usr += fields[0] + fields[2]
+            sys_ += fields[1] + fields[3]
         except OSError:
             pass
-    return total / CLK_TCK
+    return usr / CLK_TCK, sys_ / CLK_TCK
 
 
 def status_kb(pid, key):
@@ -204,6 +206,7 @@ class System:
         return ch[0] if (self.kind == "peer" and ch) else self.proc.pid
 
     def cpu(self):
+        """(user, kernel) CPU seconds so far."""
         return cpu_seconds(self.pids())
 
     def hwm_kb(self):
@@ -420,14 +423,19 @@ class Bench:
             for r in range(a.rounds):
                 order = (peer, gw) if r % 2 == 0 else (gw, peer)
                 for s in order:
-                    c0 = s.cpu()
+                    u0, k0 = s.cpu()
                     w = run_wrk(s.port, sc["path"], secs, hdrs)
-                    c1 = s.cpu()
-                    w["cpu_s"] = c1 - c0
-                    w["cpu_us_per_req"] = (c1 - c0) * 1e6 / w["requests"] if w["requests"] else None
+                    u1, k1 = s.cpu()
+                    n = w["requests"]
+                    w["cpu_s"] = (u1 - u0) + (k1 - k0)
+                    w["cpu_us_per_req"] = w["cpu_s"] * 1e6 / n if n else None
+                    w["usr_us_per_req"] = (u1 - u0) * 1e6 / n if n else None
+                    w["sys_us_per_req"] = (k1 - k0) * 1e6 / n if n else None
                     res["rounds"][s.kind].append(w)
-                    log("   %-4s round %d: %8.0f req/s  %6s µs CPU/req  p50 %s ms  p99 %s ms  errors %d"
-                        % (s.kind, r + 1, w["rps"], fnum(w["cpu_us_per_req"], 1), fnum(w["p50_ms"], 2),
+                    log("   %-4s round %d: %8.0f req/s  %6s µs CPU/req (user %s, kernel %s)  p50 %s ms  p99 %s ms"
+                        "  errors %d"
+                        % (s.kind, r + 1, w["rps"], fnum(w["cpu_us_per_req"], 1), fnum(w["usr_us_per_req"], 1),
+                           fnum(w["sys_us_per_req"], 1), fnum(w["p50_ms"], 2),
                            fnum(w["p99_ms"], 2), w["non2xx"] + w["sockerr"]))
             peak = med([w["rps"] for w in res["rounds"]["peer"]])
             if sc["lat"] and peak:
@@ -505,7 +513,8 @@ class Bench:
                                      "per_request": per, "top": top}
         log("   %s instructions per request (%.0f s)" % (fnum(per), time.time() - t0))
         if a.save_callgrind:
-            shutil.copy(out, os.path.join(HERE, "results", "callgrind.agg3.out"))
+            name = "agg3" if path == "/agg3" else path.strip("/").replace("/", "_")
+            shutil.copy(out, os.path.join(HERE, "results", "callgrind.%s.out" % name))
 
     # -- soak (not run by default)
     def soak(self, minutes):
@@ -554,6 +563,15 @@ class Bench:
             self.write_configs()
             self.results["bodies"] = self.sizes
             self.start_backends()
+            if a.profile:
+                for path in a.profile:
+                    self.callgrind(path)
+                    cg = self.results.get("callgrind")
+                    if cg:
+                        print("%s: %s instructions per request" % (path, fnum(cg["per_request"])))
+                        for per, pct, fn in cg["top"]:
+                            print("  %10s  %5.1f%%  %s" % (fnum(per), pct, fn))
+                return
             if not a.soak_only:
                 for sc in SCENARIOS:
                     if a.only and sc["name"] not in a.only:
@@ -568,7 +586,8 @@ class Bench:
         finally:
             self.cleanup()
         self.results["elapsed_s"] = time.time() - t0
-        write_results(self.results, a)
+        if not a.profile:
+            write_results(self.results, a)
 
 
 def machine():
@@ -758,6 +777,8 @@ def main():
     ap.add_argument("--lat-duration", type=int, help="seconds per fixed-rate latency point")
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--save-callgrind", action="store_true", help="copy the agg-3 callgrind profile into results/")
+    ap.add_argument("--profile", type=lambda s: s.split(","), metavar="PATHS",
+                    help="only the callgrind figure for these gwd paths (e.g. /agg3,/proxy1); writes no results")
     ap.add_argument("--soak", action="store_true", help="also run the soak (agg-3 at 50%% load, RSS and fds)")
     ap.add_argument("--soak-only", action="store_true", help="run only the soak")
     ap.add_argument("--soak-minutes", type=int, default=10)
