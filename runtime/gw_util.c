@@ -161,6 +161,14 @@ int gw_utf8_valid(const void *p, size_t n) {
   const unsigned char *s = p;
   size_t i = 0;
   while (i < n) {
+    /* ASCII, the common case, eight bytes at a time */
+    while (n - i >= 8) {
+      uint64_t w;
+      memcpy(&w, s + i, 8);
+      if (w & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i == n) break;
     unsigned c = s[i];
     if (c < 0x80) { i++; continue; }
     if (c < 0xC2 || c > 0xF4) return 0;

@@ -119,6 +119,8 @@ struct GwrWorker {
   GwrConn            *conns;       /* open connections, for draining and shutdown */
   uint32_t           *inflight;    /* calls in flight per backend of prog (the queue cap) */
   GwrRedis           *redis;       /* this worker's connection for store redis, or NULL */
+  time_t              date_at;     /* the second date[] shows */
+  char                date[32];    /* the Date header's value (IMF-fixdate), once a second */
   GwrProg            *prog;        /* this worker's reference to the current program:
                                       read without a lock on the hot path; a reload
                                       will swap it from an event on this worker's loop */
@@ -162,6 +164,7 @@ struct GwrConn {
   int                 resp_started;/* a streamed response head went out */
   size_t              lingered;    /* bytes dropped while closing */
   struct event       *kick;        /* resume parsing a streamed body */
+  struct event       *flush;       /* write the queued output, once the current event is handled */
   GwrConn            *prev, *next;
 };
 

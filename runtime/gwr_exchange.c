@@ -203,7 +203,9 @@ static void cors_preflight(GwrExchange *ex, const GwCors *co, const char *method
 }
 
 static void base_headers(GwrExchange *ex, GwBuf *h) {
-  gw_buf_printf(h, "X-Request-Id: %s\r\n", ex->reqid);
+  gw_buf_adds(h, "X-Request-Id: ");
+  gw_buf_adds(h, ex->reqid);
+  gw_buf_adds(h, "\r\n");
   cors_headers(ex, h);
   if (ex->has_rl)
     gw_buf_printf(h, "RateLimit-Limit: %u\r\nRateLimit-Remaining: %u\r\nRateLimit-Reset: %u\r\n",
@@ -945,10 +947,23 @@ static void make_reqid(GwrExchange *ex, const GwrHttpReq *r) {
       if (!(isalnum((unsigned char)h[i]) || h[i] == '-' || h[i] == '_' || h[i] == '.' || h[i] == ':')) ok = 0;
     if (ok) { memcpy(ex->reqid, h, n + 1); return; }
   }
-  unsigned char rnd[8];
-  if (RAND_bytes(rnd, sizeof rnd) != 1) memset(rnd, 0, sizeof rnd);
-  snprintf(ex->reqid, sizeof ex->reqid, "%02x%02x%02x%02x%02x%02x%02x%02x",
-           rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+  /* 8 random bytes, drawn from a per-thread pool filled 512 at a time: a
+  ** RAND_bytes call per request cost a getpid() system call (OpenSSL's fork
+  ** check) and a DRBG round each */
+  static _Thread_local unsigned char pool[512];
+  static _Thread_local size_t left;
+  if (left < 8) {
+    if (RAND_bytes(pool, sizeof pool) != 1) memset(pool, 0, sizeof pool);
+    left = sizeof pool;
+  }
+  const unsigned char *rnd = pool + sizeof pool - left;
+  left -= 8;
+  static const char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 8; i++) {
+    ex->reqid[2 * i] = hex[rnd[i] >> 4];
+    ex->reqid[2 * i + 1] = hex[rnd[i] & 15];
+  }
+  ex->reqid[16] = 0;
 }
 
 /* traceparent: version-traceid-parentid-flags in lower-case hex (W3C). */

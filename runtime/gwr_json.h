@@ -4,9 +4,11 @@
 ** In: backend bodies are parsed by yajl as they arrive, keeping only the
 ** values the endpoint's read paths reach (GwrPaths); everything else is
 ** validated and skipped without allocating. The client's request body is
-** parsed whole. Numbers keep their source text; strings are checked to be
-** strict UTF-8. Out: values are generated with yajl_gen straight into a
-** sink (the connection's output buffer), numbers verbatim.
+** parsed whole. Numbers keep their source text. yajl checks the shape of
+** UTF-8 everywhere; kept strings and keys are also checked to be strict
+** UTF-8 (no overlong forms, surrogates or code points past U+10FFFF) —
+** skipped ones are not, since they go nowhere. Out: values are generated
+** with yajl_gen into one piece of text for a sink, numbers verbatim.
 **
 ** Not here: the value model (gwr_value.c), HTTP framing, size limits on the
 ** body (the caller stops feeding past max_response).
@@ -88,9 +90,9 @@ int gwr_json_parse(GwArena *a, const char *p, size_t n, const GwrJsonLimits *lim
 
 /* Generate v (NULL is null) as compact JSON through sink, with yajl_gen:
 ** numbers verbatim, strings escaped by yajl (`/` is not escaped), objects
-** in insertion order. Returns 0, or -1 if v cannot be written: a string
-** that is not valid UTF-8, or nesting deeper than yajl_gen's 128 levels
-** (sink may have received part of the text by then). */
+** in insertion order. sink is called once, with the whole text. Returns 0,
+** or -1 if v cannot be written (sink not called): a string that is not
+** valid UTF-8, or nesting deeper than yajl_gen's 128 levels. */
 typedef void (*GwrJsonSink)(void *ctx, const char *p, size_t n);
 int gwr_json_write(const GwValue *v, GwrJsonSink sink, void *ctx);
 

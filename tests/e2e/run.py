@@ -78,6 +78,8 @@ endpoint GET /whoami {{ respond {{ ip: client.ip }} }}
 
 endpoint GET /gone {{ x = users GET "/gone/slow"; respond {{ x }} }}
 
+endpoint GET /bigjson {{ b = users GET "/bigjson"; respond {{ n: len(b.items), items: b.items }} }}
+
 endpoint GET /spread {{
     b = users GET "/bigobj"
     respond {{ ...b, k7: "seven", n: len(b) }}
@@ -253,6 +255,7 @@ def setup_mock(m):
     m.route("/upload", fn=upload)
     m.route("/early", body=b'{"late": true}', delay=0.3, mode="early")
     m.json("/gone/slow", {"late": True}, delay=1.0)
+    m.json("/bigjson", {"items": ["%06d" % i + "x" * 94 for i in range(70000)]})   # ~7.2 MB
     m.route("/bigobj", body=json.dumps({"k%d" % i: i for i in range(250000)}).encode())
 
 
@@ -804,6 +807,45 @@ def test_request_id_generated():
               "bad traceparent %r" % e["hdict"].get("traceparent"))
         ids.append(sent)
     check(ids[0] != ids[1], "generated request ids repeat: %r" % ids)
+
+
+@test
+def test_date_header():
+    # RFC 9110 6.6.1: an origin server with a clock sends Date (IMF-fixdate);
+    # a proxied response keeps the backend's own, never two
+    import email.utils
+    for what, r in (("JSON answer", get("/hello")), ("404", get("/no/such/route")),
+                    ("proxied", get("/legacy/plain")), ("backend error", get("/deadproxy/x"))):
+        dates = r.header_all("Date")
+        eq(len(dates), 1, "Date fields on the %s" % what)
+        check(re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+                           r" \d{4} \d\d:\d\d:\d\d GMT", dates[0]), "Date on the %s: %r" % (what, dates[0]))
+        skew = abs(email.utils.parsedate_to_datetime(dates[0]).timestamp() - time.time())
+        check(skew < 5, "Date on the %s is %.0f s off" % (what, skew))
+
+
+@test
+def test_large_answer_to_slow_reader():
+    # an answer far larger than the socket buffers, to a client that waits before
+    # reading: what the socket does not take is written as it drains, all of it,
+    # and the connection then serves the next request
+    c = GW.conn(timeout=30)
+    # a small receive window: gwd's send buffer (at most 4 MB here) cannot take it all
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    try:
+        c.send(c.build("GET", "/bigjson"))
+        time.sleep(0.5)
+        r = c.read_response(timeout=30)
+        eq(r.status, 200, "status")
+        v = json.loads(r.body)
+        eq(v["n"], 70000, "items counted")
+        eq(len(v["items"]), 70000, "items received")
+        eq(v["items"][69999], "069999" + "x" * 94, "last item")
+        c.send(c.build("GET", "/hello"))
+        r2 = c.read_response(timeout=5)
+        eq(r2.status, 200, "next request on the same connection")
+    finally:
+        c.close()
 
 
 # ---------------------------------------------------------------- HTTP strictness
