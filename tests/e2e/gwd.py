@@ -124,6 +124,15 @@ class Gwd:
             return None
         return None
 
+    def reset_peak_rss(self):
+        """Start VmHWM over from the current RSS (Linux: clear_refs 5), so a peak
+        measured next belongs to what follows, not to an earlier test."""
+        try:
+            with open("/proc/%d/clear_refs" % self.proc.pid, "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
     def under_asan(self):
         try:
             with open("/proc/%d/maps" % self.proc.pid) as f:

@@ -1127,6 +1127,7 @@ def test_proxy_backend_404():
 
 @test
 def test_proxy_large_body_streamed():
+    GW.reset_peak_rss()
     rss0 = GW.proc_status("VmRSS")
     c = GW.conn(timeout=30)
     h = hashlib.sha256()
