@@ -122,7 +122,7 @@ bench-jwt: all $(B)/bench_jwt
 
 # The gateway against nginx and OpenResty (bench/, docs/performance.md); the
 # peers and tools come from Debian packages, installed like the others.
-BENCH_PKGS = nginx-light libnginx-mod-http-lua lua-cjson wrk gnuplot-nox nghttp2-client valgrind
+BENCH_PKGS = nginx-light libnginx-mod-http-lua lua-cjson wrk gnuplot-nox valgrind python3-cryptography
 bench-gateway: all
 	$(Q)sh tests/deps.sh $(BENCH_PKGS)
 	$(Q)sh bench/run.sh $(B)

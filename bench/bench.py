@@ -16,6 +16,9 @@ range; ratios are against the peer measured in the same run. Writes
 bench/results/latest.md, latest.json and (with gnuplot) latest.svg.
 """
 import argparse
+import base64
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -54,7 +57,31 @@ SCENARIOS = [
          note="one of two backends answers after 1 s; the call gives up at 100 ms"),
     dict(name="conn-close", path="/static", peer="nginx `return 200`", lat=False, quick=False,
          headers=["Connection: close"], note="every request on a new connection"),
+    # jwt: the same tokens on both sides (signed here at start, see Jwt below); the
+    # peer is bench/lua/jwt.lua (LuaJIT FFI to libcrypto). cached: one token on every
+    # request (gwd's verified-token cache and the peer's per-worker table hit);
+    # cold: a wrk script cycles through JWT_COLD_TOKENS tokens, the peer caches nothing.
+    dict(name="jwt-hs256-cached", path="/jwt/hs256", peer="OpenResty (FFI libcrypto HMAC, Lua cache)", lat=False,
+         quick=False, jwt="HS256", note="HS256, the same token on every request: both sides' caches hit"),
+    dict(name="jwt-hs256-cold", path="/jwt/hs256-cold", peer="OpenResty (FFI libcrypto HMAC)", lat=False,
+         quick=False, jwt="HS256", cold=True),
+    dict(name="jwt-rs256-cached", path="/jwt/rs256", peer="OpenResty (FFI libcrypto RSA, Lua cache)", lat=False,
+         quick=False, jwt="RS256", note="RS256 (2048-bit key), the same token on every request: both sides' caches hit"),
+    dict(name="jwt-rs256-cold", path="/jwt/rs256-cold", peer="OpenResty (FFI libcrypto RSA)", lat=False,
+         quick=False, jwt="RS256", cold=True),
+    dict(name="everything", path="/everything", peer="OpenResty (limit_req + jwt.lua RS256 + agg.lua)", lat=False,
+         quick=False, jwt="RS256",
+         note="RS256 auth with one token (cached on both sides) + the never-refusing limit + agg-3, one endpoint"),
 ]
+
+JWT_EXP = 4102444800            # 2100-01-01: every token's exp, far in the future
+JWT_COLD_TOKENS = 40000         # distinct tokens of the *-cold scenarios; gwd caches 4,096 per policy
+for _sc in SCENARIOS:
+    if _sc.get("cold"):
+        _sc["note"] = ("%s, %s distinct tokens round robin; the peer verifies every request, gwd misses its "
+                       "cache except for the ≤ 3,072 tokens its 4-way sets keep for good (3 of 4 ways when "
+                       "every exp is the same): ≈ %.0f%% hits"
+                       % (_sc["jwt"], "{:,}".format(JWT_COLD_TOKENS), 100.0 * 3072 / JWT_COLD_TOKENS))
 
 
 def log(*a):
@@ -110,6 +137,85 @@ def make_data(d):
     with open(os.path.join(d, "ok.json"), "w") as f:
         f.write('{"ok":true}')
     return sizes
+
+
+# ---------------------------------------------------------------- JWT keys and tokens
+
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class Jwt:
+    """The keys of the jwt scenarios, written into KEYDIR for both sides at start
+    (hs256.key: a fresh 64-byte secret; rs256.pub.pem: the public half of a fresh
+    RSA-2048 key, whose private half stays here), and tokens signed with them on
+    first use: header {"alg","typ"}, payload {"sub": "user-N", "iat", "exp": 2100}.
+    RS256 signs with python3-cryptography when installed (≈ 0.2 ms a token), else
+    one `openssl dgst -sign` process per token (enough for the cached scenarios only)."""
+
+    def __init__(self, keydir):
+        self.dir = keydir
+        os.makedirs(keydir, exist_ok=True)
+        self.secret = os.urandom(32).hex().encode()
+        with open(os.path.join(keydir, "hs256.key"), "wb") as f:
+            f.write(self.secret)
+        self.tokens = {"HS256": [], "RS256": []}
+        self.files = {}
+        pub = os.path.join(keydir, "rs256.pub.pem")
+        try:
+            from cryptography.hazmat.primitives import hashes, serialization
+            from cryptography.hazmat.primitives.asymmetric import padding, rsa
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            with open(pub, "wb") as f:
+                f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+            self.rs_sign = lambda msg: key.sign(msg, padding.PKCS1v15(), hashes.SHA256())
+            self.fast = True
+        except ImportError:
+            # the private key lives outside the dirs nginx reads
+            fd, priv = tempfile.mkstemp(prefix="gw-bench-rs256-", suffix=".pem")
+            os.close(fd)
+            self.priv = priv
+            subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                            "-out", priv], check=True, capture_output=True)
+            subprocess.run(["openssl", "pkey", "-in", priv, "-pubout", "-out", pub], check=True, capture_output=True)
+            self.rs_sign = lambda msg: subprocess.run(["openssl", "dgst", "-sha256", "-sign", priv], input=msg,
+                                                      check=True, capture_output=True).stdout
+            self.fast = False
+
+    def close(self):
+        if getattr(self, "priv", None):
+            os.unlink(self.priv)
+
+    def get(self, alg, n):
+        """The first n tokens of alg (signing the missing ones)."""
+        toks = self.tokens[alg]
+        if len(toks) < n:
+            if alg == "RS256" and not self.fast and n > 100:
+                raise SystemExit("bench: signing %d RS256 tokens needs python3-cryptography "
+                                 "(apt-get install python3-cryptography)" % n)
+            t0 = time.time()
+            head = b64u(json.dumps({"alg": alg, "typ": "JWT"}, separators=(",", ":")).encode()) + "."
+            for i in range(len(toks), n):
+                body = json.dumps({"sub": "user-%d" % i, "iat": 1700000000, "exp": JWT_EXP}, separators=(",", ":"))
+                signed = (head + b64u(body.encode())).encode()
+                if alg == "HS256":
+                    sig = hmac.new(self.secret, signed, hashlib.sha256).digest()
+                else:
+                    sig = self.rs_sign(signed)
+                toks.append(signed.decode() + "." + b64u(sig))
+            if n > 1:
+                log("   signed %s %s tokens (%.1f s)" % ("{:,}".format(n), alg, time.time() - t0))
+        return toks[:n]
+
+    def file(self, alg, n):
+        """A file of n tokens of alg, one a line (for bench/lua/wrk_tokens.lua)."""
+        if (alg, n) not in self.files:
+            path = os.path.join(self.dir, "tokens-%s-%d.txt" % (alg.lower(), n))
+            with open(path, "w") as f:
+                f.write("\n".join(self.get(alg, n)) + "\n")
+            self.files[(alg, n)] = path
+        return self.files[(alg, n)]
 
 
 # ---------------------------------------------------------------- processes
@@ -225,11 +331,16 @@ class System:
 
 # ---------------------------------------------------------------- load
 
-def run_wrk(port, path, secs, headers=()):
+def run_wrk(port, path, secs, headers=(), script=None):
+    """script: None, or [LUA_FILE, ARG...] — `wrk -s LUA_FILE URL -- ARG...`."""
     cmd = ["taskset", "-c", "0", "wrk", "-t1", "-c%d" % CONNS, "-d%ds" % secs, "--latency", "--timeout", "5s"]
     for h in headers:
         cmd += ["-H", h]
+    if script:
+        cmd += ["-s", script[0]]
     cmd.append("http://127.0.0.1:%d%s" % (port, path))
+    if script and len(script) > 1:
+        cmd += ["--"] + list(script[1:])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 30).stdout
     r = {"requests": 0, "rps": 0.0, "non2xx": 0, "sockerr": 0, "p50_ms": None, "p99_ms": None}
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
@@ -264,9 +375,9 @@ def run_loadgen(loadgen, port, path, args, timeout):
     return r
 
 
-def fetch(port, path):
+def fetch(port, path, headers=None):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("GET", path)
+    c.request("GET", path, headers=headers or {})
     resp = c.getresponse()
     body = resp.read()
     c.close()
@@ -321,12 +432,14 @@ class Bench:
         for sub in ("tmp", "lua", "data"):
             os.makedirs(os.path.join(self.tmp, sub))
         self.backends = None
+        self.jwt = None
         self.systems = []
         self.results = {"scenarios": []}
 
     # -- setup
     def write_configs(self):
         self.sizes = make_data(os.path.join(self.tmp, "data"))
+        self.jwt = Jwt(os.path.join(self.tmp, "keys"))
         subst = {"@TMP@": self.tmp, "@PORT@": str(PEER_PORT)}
         for i in range(10):
             subst["@B%d@" % i] = str(BACKEND_PORTS[i])
@@ -349,7 +462,8 @@ class Bench:
         render("conf/backends.conf.in", "backends.conf")
         render("conf/peer.conf.in", "peer.conf")
         render("conf/bench.gw.in", "bench.gw")
-        shutil.copy(os.path.join(HERE, "lua/agg.lua"), os.path.join(self.tmp, "lua/agg.lua"))
+        for lua in ("agg.lua", "jwt.lua"):
+            shutil.copy(os.path.join(HERE, "lua", lua), os.path.join(self.tmp, "lua", lua))
         for root, dirs, files in os.walk(self.tmp):
             for x in dirs:
                 os.chmod(os.path.join(root, x), 0o755)
@@ -386,17 +500,34 @@ class Bench:
                 pass
         if self.backends:
             self.backends.stop()
+        if self.jwt:
+            self.jwt.close()
         if not self.args.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
             log("bench: kept", self.tmp)
 
     # -- one scenario
+    def load(self, sc):
+        """(wrk headers, wrk script) of a scenario: a jwt scenario's token in an
+        Authorization header, or (cold) bench/lua/wrk_tokens.lua cycling through
+        JWT_COLD_TOKENS of them."""
+        hdrs = list(sc.get("headers", []))
+        alg = sc.get("jwt")
+        if not alg:
+            return hdrs, None
+        if sc.get("cold"):
+            return hdrs, [os.path.join(HERE, "lua", "wrk_tokens.lua"), self.jwt.file(alg, JWT_COLD_TOKENS)]
+        return hdrs + ["Authorization: Bearer " + self.jwt.get(alg, 1)[0]], None
+
     def same_answer(self, sc, gw, peer):
         if sc.get("headers"):
             return "n/a"
-        sg, bg = fetch(gw.port, sc["path"])
-        sp, bp = fetch(peer.port, sc["path"])
+        auth = {}
+        if sc.get("jwt"):
+            auth = {"Authorization": "Bearer " + self.jwt.get(sc["jwt"], 1)[0]}
+        sg, bg = fetch(gw.port, sc["path"], auth)
+        sp, bp = fetch(peer.port, sc["path"], auth)
         try:
             same = sg == sp and json.loads(bg) == json.loads(bp)
         except ValueError:
@@ -404,6 +535,16 @@ class Bench:
         if not same:
             log("bench: %s: gwd and the peer answer differently:\n  gwd  %d %s\n  peer %d %s"
                 % (sc["name"], sg, bg[:300], sp, bp[:300]))
+        if same and auth:
+            # a token with one signature character changed: 401 on both sides
+            tok = auth["Authorization"]
+            bad = {"Authorization": tok[:-10] + ("B" if tok[-10] == "A" else "A") + tok[-9:]}
+            sg, bg = fetch(gw.port, sc["path"], bad)
+            sp, bp = fetch(peer.port, sc["path"], bad)
+            if not (sg == sp == 401):
+                log("bench: %s: a bad token is not refused by both sides:\n  gwd  %d %s\n  peer %d %s"
+                    % (sc["name"], sg, bg[:300], sp, bp[:300]))
+                same = False
         return "yes" if same else "NO"
 
     def scenario(self, sc):
@@ -415,16 +556,16 @@ class Bench:
                "latency": []}
         try:
             res["same_json"] = self.same_answer(sc, gw, peer)
-            hdrs = sc.get("headers", [])
+            hdrs, script = self.load(sc)
             secs = a.duration if sc["lat"] or a.quick else max(4, a.duration - 2)
             # warm-up: pools filled, LuaJIT traces compiled
             for s in (peer, gw):
-                run_wrk(s.port, sc["path"], 1, hdrs)
+                run_wrk(s.port, sc["path"], 1, hdrs, script)
             for r in range(a.rounds):
                 order = (peer, gw) if r % 2 == 0 else (gw, peer)
                 for s in order:
                     u0, k0 = s.cpu()
-                    w = run_wrk(s.port, sc["path"], secs, hdrs)
+                    w = run_wrk(s.port, sc["path"], secs, hdrs, script)
                     u1, k1 = s.cpu()
                     n = w["requests"]
                     w["cpu_s"] = (u1 - u0) + (k1 - k0)
