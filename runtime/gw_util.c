@@ -33,7 +33,7 @@ void gw_arena_free(GwArena *a) {
   a->head = NULL; a->used = 0;
 }
 
-void *gw_arena_alloc(GwArena *a, size_t n) {
+void *gw_arena_alloc_raw(GwArena *a, size_t n) {
   n = (n + 15) & ~(size_t)15;
   GwArenaChunk *c = a->head;
   if (!c || c->size - c->used < n) {
@@ -44,12 +44,17 @@ void *gw_arena_alloc(GwArena *a, size_t n) {
   }
   void *p = c->data + c->used;
   c->used += n; a->used += n;
+  return p;
+}
+
+void *gw_arena_alloc(GwArena *a, size_t n) {
+  void *p = gw_arena_alloc_raw(a, n);
   memset(p, 0, n);
   return p;
 }
 
 char *gw_arena_strndup(GwArena *a, const char *s, size_t n) {
-  char *p = gw_arena_alloc(a, n + 1);
+  char *p = gw_arena_alloc_raw(a, n + 1);   /* every byte is written below */
   if (n) memcpy(p, s, n);
   p[n] = 0;
   return p;

@@ -22,6 +22,8 @@ typedef struct GwArena {
 void  gw_arena_init(GwArena *a);
 void  gw_arena_free(GwArena *a);
 void *gw_arena_alloc(GwArena *a, size_t n);
+/* The same, not zeroed: for memory the caller fills at once. */
+void *gw_arena_alloc_raw(GwArena *a, size_t n);
 /* A NUL-terminated copy of s[0..n) in the arena. */
 char *gw_arena_strndup(GwArena *a, const char *s, size_t n);
 char *gw_arena_printf(GwArena *a, const char *fmt, ...)

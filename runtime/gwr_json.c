@@ -352,6 +352,7 @@ static int cb_string(void *ctx, const unsigned char *s, size_t n) {
 
 static int cb_key(void *ctx, const unsigned char *s, size_t n) {
   GwrExtract *x = ctx;
+  const char *named = NULL;
   if (x->skip) return 1;
   Frame *f = &x->fr[x->nfr - 1];
   if (f->whole) {
@@ -365,14 +366,21 @@ static int cb_key(void *ctx, const unsigned char *s, size_t n) {
       for (const PField *fl = nd->fields; fl; fl = fl->next)
         if (fl->kn == n && !memcmp(fl->k, s, n)) {
           if (pend_add(x, base, fl->n)) return oom(x);
+          named = fl->k;
           break;
         }
     }
     f->pend = classify(x, base);
   }
   if (f->pend != M_SKIP) {
-    if (!gw_utf8_valid(s, n)) { set_error(x, "invalid UTF-8 in a key"); return 0; }
-    f->key = gw_arena_strndup(x->a, (const char *)s, n);
+    /* a key the read paths name is the program's own text (valid, and it
+    ** outlives the request); any other kept key is checked and copied */
+    if (named) {
+      f->key = named;
+    } else {
+      if (!gw_utf8_valid(s, n)) { set_error(x, "invalid UTF-8 in a key"); return 0; }
+      f->key = gw_arena_strndup(x->a, (const char *)s, n);
+    }
     f->klen = n;
   }
   return 1;

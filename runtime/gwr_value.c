@@ -18,11 +18,21 @@ static GwValue *alloc(GwArena *a, int type) {
   return v;
 }
 
-GwValue *gwv_string_copy(GwArena *a, const char *s, size_t n) {
-  GwValue *v = alloc(a, GWV_STRING);
-  v->u.s = gw_arena_strndup(a, s, n);
+/* A value and its text in one allocation. */
+static GwValue *alloc_text(GwArena *a, int type, const char *s, size_t n) {
+  GwValue *v = gw_arena_alloc_raw(a, sizeof *v + n + 1);
+  char *t = (char *)(v + 1);
+  memset(v, 0, sizeof *v);
+  v->type = (uint8_t)type;
+  if (n) memcpy(t, s, n);
+  t[n] = 0;
+  v->u.s = t;
   v->n = (uint32_t)n;
   return v;
+}
+
+GwValue *gwv_string_copy(GwArena *a, const char *s, size_t n) {
+  return alloc_text(a, GWV_STRING, s, n);
 }
 
 GwValue *gwv_string_ref(GwArena *a, const char *s, size_t n) {
@@ -33,8 +43,9 @@ GwValue *gwv_string_ref(GwArena *a, const char *s, size_t n) {
 }
 
 GwValue *gwv_number_text(GwArena *a, const char *s, size_t n, int copy) {
+  if (copy) return alloc_text(a, GWV_NUMBER, s, n);
   GwValue *v = alloc(a, GWV_NUMBER);
-  v->u.s = copy ? gw_arena_strndup(a, s, n) : s;
+  v->u.s = s;
   v->n = (uint32_t)n;
   return v;
 }
