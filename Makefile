@@ -23,7 +23,7 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP
 CPPFLAGS += -Iruntime -Icompiler -I$(B)/gen
 LDLIBS_C  = -lcrypto
 # The runtime's libraries (libcurl with OpenSSL, libevent, yajl, OpenSSL).
-LDLIBS_R  = -lcurl -levent_pthreads -levent -lyajl -lhiredis -lssl -lcrypto -lpthread -lm
+LDLIBS_R  = -lcurl -levent_openssl -levent_pthreads -levent -lyajl -lhiredis -lssl -lcrypto -lpthread -lm
 
 # Debian packages the build and the tests need.
 DEB_PKGS  = re2c lemon libcurl4-openssl-dev libevent-dev libyajl-dev libjwt-dev \

@@ -487,7 +487,7 @@ class Bench:
 
     def gwd_cmd(self):
         return [self.gwd, "--listen", "127.0.0.1:%d" % GW_PORT, "--admin", "", "--workers", "1",
-                "--drain-timeout", "1000", os.path.join(self.tmp, "bench.gw")]
+                "--drain-timeout", "1000", "--access-log", "off", os.path.join(self.tmp, "bench.gw")]
 
     def start_gw(self):
         return System("gw", ["taskset", "-c", "1"] + self.gwd_cmd(), GW_PORT, os.path.join(self.tmp, "gwd.log"))

@@ -649,7 +649,7 @@ static void cg_endpoint(Cg *g, Node *d) {
     E.limit_count++;
   }
   E.cors = ep->cors ? (uint32_t)ep->cors->a->idx : GW_NONE;
-  E.cache_ms = ep->cache ? (uint32_t)ep->cache->a->ival : 0;
+  E.cache_ms = ep->cache && !ep->cache_off ? (uint32_t)ep->cache->a->ival : 0;
   /* the cache key blocks first (they are compiled before the refs are added) */
   uint32_t cb[64]; uint32_t ncb = 0;
   if (ep->cache) for (Node *x = ep->cache->list; x && ncb < 64; x = x->next) cb[ncb++] = cg_block(g, x, 0, NULL);

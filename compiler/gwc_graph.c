@@ -273,6 +273,26 @@ static Node *call_opt(Node *call, const char *name) {
   return NULL;
 }
 
+static int reads_input(const Ep *ep, int root, const char *name) {
+  for (int i = 0; i < ep->inputs->n; i++)
+    if (ep->inputs->v[i].root == root && (!ep->inputs->v[i].name || !strcmp(ep->inputs->v[i].name, name))) return 1;
+  return 0;
+}
+
+/* A cached endpoint with auth must hold who is calling in its key (the
+** inputs it reads and its `by` values): jwt.sub for a JWT policy,
+** client.name for an API-key one. Otherwise one user's answer would be
+** another's: it is not cached (codegen writes cache 0) and gwc says so. */
+static void cache_identity(GwcCompiler *C, Ep *ep) {
+  int need_sub = ep->has_jwt && !reads_input(ep, GW_ROOT_JWT, "sub");
+  int need_name = ep->has_apikey && !reads_input(ep, GW_ROOT_CLIENT, "name");
+  if (!need_sub && !need_name) return;
+  ep->cache_off = 1;
+  gwc_diag_node(C, DIAG_WARNING, ep->cache,
+                "the cache key of an endpoint with auth holds no identity, so it is not cached (add 'by %s')",
+                need_sub && need_name ? "jwt.sub, client.name" : need_sub ? "jwt.sub" : "client.name");
+}
+
 static void graph_endpoint(GwcCompiler *C, Ep *ep) {
   int n = ep->ncalls;
   G g = { C, ep, NULL, 0 };
@@ -312,6 +332,7 @@ static void graph_endpoint(GwcCompiler *C, Ep *ep) {
     if (!used[i] && ep->calls[i]->s[0] != '_')
       gwc_diag_node(C, DIAG_WARNING, ep->calls[i], "unused binding '%s' (the call is still made; name it '_%s' to silence this)",
                     ep->calls[i]->s, ep->calls[i]->s);
+  if (ep->cache) cache_identity(C, ep);
 }
 
 void gwc_graph(GwcCompiler *C) {

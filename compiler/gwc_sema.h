@@ -34,6 +34,7 @@ typedef struct Ep {
   Node   *respond, *proxy, *auth, *cors, *cache, *timeout;
   Node  **limits; int nlimits;     /* V_WORD nodes naming limits */
   int     has_jwt, has_apikey;
+  int     cache_off;    /* `cache` declared, but its key holds no identity (gwc_graph.c) */
   /* graph results */
   uint8_t *deps;        /* ncalls x ncalls: deps[i*ncalls+j] = call i reads call j */
   uint8_t *rdeps;       /* calls read by the response and its headers */

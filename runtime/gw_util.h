@@ -21,6 +21,9 @@ typedef struct GwArena {
 
 void  gw_arena_init(GwArena *a);
 void  gw_arena_free(GwArena *a);
+/* Free the chunks this thread keeps for its next arenas (done by itself at
+** thread exit and at exit()). */
+void  gw_arena_drop_spares(void);
 void *gw_arena_alloc(GwArena *a, size_t n);
 /* The same, not zeroed: for memory the caller fills at once. */
 void *gw_arena_alloc_raw(GwArena *a, size_t n);

@@ -1,14 +1,22 @@
 /*
 ** gwd_main.c — the gwd command line:
 **
-**   gwd [--listen ADDR]… [--admin ADDR] [--workers N] [--check] PROGRAM
+**   gwd [--listen ADDR]… [--listen-tls ADDR (--tls-cert FILE --tls-key FILE)…]…
+**       [--admin ADDR] [--workers N] [--access-log FILE|off] [--log-level LEVEL]
+**       [--check] PROGRAM
 **
 ** PROGRAM is a .gwb, a .gw file or a directory of them (compiled in
-** process). Flags override the program's server { } block. --check loads
+** process). Flags override the program's server { } block: the listeners
+** given by --listen and --listen-tls, together, replace the program's
+** listeners. Each --listen-tls takes the --tls-cert/--tls-key pairs that
+** follow it (one at least; several are chosen by SNI); the files are read
+** at start and again at every reload. --check loads
 ** and verifies the program, prints a summary and exits 0 (or 1).
-** SIGTERM/SIGINT drain and exit 0; a second signal exits at once.
+** SIGHUP reloads PROGRAM (gwr_server_reload); SIGTERM/SIGINT drain and
+** exit 0; a second one exits at once with status 2.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +24,8 @@
 #include <unistd.h>
 #include <curl/curl.h>
 #include "gwr.h"
+#include "gwr_metrics.h"
+#include "gwr_cache.h"
 
 #define GWD_VERSION "0.1.0"
 
@@ -26,23 +36,66 @@ static void on_signal(int sig) {
   got_signal = sig;
 }
 
+/* A --listen-tls is complete: a pair at least, no --tls-cert left without
+** its --tls-key. 0, or -1 after a message. */
+static int tls_complete(const GwrListenTls *L, const char *addr, const char *cert) {
+  if (!L || !L->on) return 0;
+  if (cert) { fprintf(stderr, "gwd: --tls-cert %s has no --tls-key after it\n", cert); return -1; }
+  if (!L->npairs) { fprintf(stderr, "gwd: --listen-tls %s needs --tls-cert FILE --tls-key FILE\n", addr); return -1; }
+  return 0;
+}
+
 static void usage(FILE *out) {
-  fputs("usage: gwd [--listen ADDR]... [--admin ADDR] [--workers N] [--drain-timeout MS] [--check] PROGRAM\n"
+  fputs("usage: gwd [--listen ADDR]... [--listen-tls ADDR --tls-cert FILE --tls-key FILE...]...\n"
+        "           [--admin ADDR] [--workers N] [--drain-timeout MS] [--check] PROGRAM\n"
         "  PROGRAM is a .gwb file, a .gw file or a directory of .gw files\n"
         "  ADDR is PORT, HOST:PORT or [V6]:PORT; --admin \"\" disables the admin listener\n"
-        "  --check loads and verifies PROGRAM, prints a summary, exits 0 or 1\n", out);
+        "  --listen and --listen-tls (HTTPS) together replace the program's listeners;\n"
+        "  each --listen-tls takes the --tls-cert FILE --tls-key FILE pairs that follow it\n"
+        "  (PEM; one pair at least; with several, the client's SNI picks)\n"
+        "  --check loads and verifies PROGRAM, prints a summary, exits 0 or 1\n"
+        "  --access-log FILE|off  the access log (JSON lines) appended to FILE, or none;\n"
+        "                         default: stdout\n"
+        "  --log-level debug|info|warn|error  the least level logged on stderr (default info)\n", out);
 }
 
 int main(int argc, char **argv) {
-  const char *listen[GWR_MAX_LISTEN], *admin = NULL, *program = NULL;
+  const char *listen[GWR_MAX_LISTEN], *admin = NULL, *program = NULL, *access_log = NULL;
+  static GwrListenTls ltls[GWR_MAX_LISTEN];      /* per listen[] */
+  const char *cert = NULL;                       /* a --tls-cert waiting for its --tls-key */
   int nlisten = 0, workers = -1, check = 0;
   long drain = -1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if ((!strcmp(a, "--listen") || !strcmp(a, "-l")) && i + 1 < argc) {
+    if ((!strcmp(a, "--listen") || !strcmp(a, "-l") || !strcmp(a, "--listen-tls")) && i + 1 < argc) {
       if (nlisten == GWR_MAX_LISTEN) { fprintf(stderr, "gwd: too many --listen\n"); return 2; }
+      if (nlisten && tls_complete(&ltls[nlisten - 1], listen[nlisten - 1], cert)) return 2;
+      memset(&ltls[nlisten], 0, sizeof ltls[nlisten]);
+      ltls[nlisten].from_cli = 1;
+      ltls[nlisten].on = !strcmp(a, "--listen-tls");
       listen[nlisten++] = argv[++i];
+    } else if ((!strcmp(a, "--tls-cert") || !strcmp(a, "--tls-key")) && i + 1 < argc) {
+      GwrListenTls *L = nlisten ? &ltls[nlisten - 1] : NULL;
+      const char *file = argv[++i];
+      if (!L || !L->on) { fprintf(stderr, "gwd: %s %s must follow --listen-tls ADDR\n", a, file); return 2; }
+      if (!strcmp(a, "--tls-cert")) {
+        if (cert) { fprintf(stderr, "gwd: --tls-cert %s has no --tls-key after it\n", cert); return 2; }
+        if (L->npairs == GWR_MAX_TLS_PAIRS) {
+          fprintf(stderr, "gwd: --listen-tls %s: more than %d certificates\n", listen[nlisten - 1], GWR_MAX_TLS_PAIRS);
+          return 2;
+        }
+        cert = file;
+      } else {
+        if (!cert) { fprintf(stderr, "gwd: --tls-key %s must follow --tls-cert FILE\n", file); return 2; }
+        L->pairs[L->npairs].cert = cert;
+        L->pairs[L->npairs++].key = file;
+        cert = NULL;
+      }
     } else if (!strcmp(a, "--admin") && i + 1 < argc) admin = argv[++i];
+    else if (!strcmp(a, "--access-log") && i + 1 < argc) access_log = argv[++i];
+    else if (!strcmp(a, "--log-level") && i + 1 < argc) {
+      if (gwr_log_set_level(argv[++i]) != 0) { fprintf(stderr, "gwd: --log-level takes debug, info, warn or error\n"); return 2; }
+    }
     else if (!strcmp(a, "--workers") && i + 1 < argc) {
       char *end;
       workers = (int)strtol(argv[++i], &end, 10);
@@ -55,8 +108,25 @@ int main(int argc, char **argv) {
     else if (!program) program = a;
     else { fprintf(stderr, "gwd: more than one PROGRAM\n"); return 2; }
   }
+  if (nlisten && tls_complete(&ltls[nlisten - 1], listen[nlisten - 1], cert)) return 2;
   if (!program) { usage(stderr); return 2; }
+  /* descriptors 0-2 open (on /dev/null if they were closed): the access log
+  ** writes to 1 by default, which must not be a socket opened later */
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+      int n = open("/dev/null", O_RDWR);
+      if (n > 2) close(n);
+    }
 
+  /* Every thread — the workers, and the JWKS refresh threads a program load
+  ** starts — inherits a mask that blocks SIGTERM/SIGINT/SIGHUP: main waits for
+  ** them with sigwait. So they are blocked before anything is loaded. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) { fprintf(stderr, "gwd: cannot initialize libcurl\n"); return 1; }
   char err[512];
   GwrProg *g = gwr_prog_load(program, stderr, err, sizeof err);
@@ -74,26 +144,40 @@ int main(int argc, char **argv) {
   memset(&srv, 0, sizeof srv);
   gwr_settings_defaults(&srv.set);
   gwr_settings_from_program(&srv.set, g->p);
-  if (nlisten) {
+  if (nlisten) {                                  /* they replace the program's, TLS or not */
     srv.set.nlisten = nlisten;
-    for (int i = 0; i < nlisten; i++) srv.set.listen[i] = listen[i];
+    for (int i = 0; i < nlisten; i++) { srv.set.listen[i] = listen[i]; srv.set.tls[i] = ltls[i]; }
+  }
+  /* the TLS contexts of the listeners served (a reload builds them again) */
+  if (gwr_prog_listen_tls(g, &srv.set, err, sizeof err) != 0) {
+    fprintf(stderr, "gwd: %s\n", err);
+    gwr_prog_release(g);
+    curl_global_cleanup();
+    return 1;
   }
   if (admin) srv.set.admin = admin;
   if (drain >= 0) srv.set.drain_ms = (uint32_t)drain;
+  int alog_fd = -1;                               /* the file --access-log opened */
+  if (access_log && !strcmp(access_log, "off")) srv.set.access_log_fd = -1;
+  else if (access_log) {
+    alog_fd = open(access_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (alog_fd < 0) {
+      fprintf(stderr, "gwd: cannot open access log '%s': %s\n", access_log, strerror(errno));
+      gwr_prog_release(g);
+      curl_global_cleanup();
+      return 1;
+    }
+    srv.set.access_log_fd = alog_fd;
+  }
+  gwr_metrics_set_version(GWD_VERSION);
   srv.nworkers = workers > 0 ? workers : srv.set.workers > 0 ? srv.set.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
   srv.prog = g;
+  srv.program_path = program;
   if (gwr_prog_redis(g)) srv.set.redis = gwr_prog_redis(g);
   srv.limiter = gwr_limiter_new(srv.set.limit_keys);
   if (g->uses_redis && !srv.set.redis) gwr_log("warn", "limits with store redis but no server { redis }: they apply on_error");
-  for (uint32_t i = 0; i < g->p->n_endpoints; i++)
-    if (g->p->endpoints[i].cache_ms) { gwr_log("warn", "response caching is declared but not done by this build yet"); break; }
+  srv.cache = gwr_cache_new(srv.set.cache_size);   /* one per process: it outlives reloads */
 
-  /* the workers inherit a mask that blocks SIGTERM/SIGINT; main waits for them */
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
   if (gwr_server_start(&srv, err, sizeof err) != 0) {
     fprintf(stderr, "gwd: %s\n", err);
     gwr_prog_release(g);
@@ -104,8 +188,15 @@ int main(int argc, char **argv) {
   if (srv.set.admin && srv.set.admin[0]) gwr_log("info", "admin on %s", srv.set.admin);
   gwr_log("info", "serving %s: %u endpoints, %d workers", program, g->p->n_endpoints, srv.nworkers);
   int sig = 0;
-  sigwait(&set, &sig);
+  for (;;) {
+    sigwait(&set, &sig);
+    if (sig != SIGHUP) break;
+    char msg[600];
+    gwr_server_reload(&srv, msg, sizeof msg);     /* logs its result */
+  }
   gwr_log("info", "signal %d: draining (up to %u ms)", sig, srv.set.drain_ms);
+  sigdelset(&set, SIGHUP);                        /* a SIGHUP while draining is ignored */
+  signal(SIGHUP, SIG_IGN);
   /* a second signal during the drain exits at once */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -114,9 +205,12 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-  gwr_server_stop(&srv);
+  gwr_server_stop(&srv);                          /* writes what the access log buffered */
+  if (alog_fd >= 0) close(alog_fd);
   gwr_prog_release(srv.prog);
+  gwr_prog_release(srv.boot);
   gwr_limiter_free(srv.limiter);
+  gwr_cache_free(srv.cache);
   curl_global_cleanup();
   gwr_log("info", "stopped");
   return 0;

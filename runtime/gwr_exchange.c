@@ -14,6 +14,7 @@
 ** when the outermost entry (a callback or the start) returns.
 */
 #include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,26 @@
 #include <arpa/inet.h>
 #include <openssl/rand.h>
 #include "gwr.h"
+#include "gwr_metrics.h"
+#include "gwr_accesslog.h"
+#include "gwr_cache.h"
 
 enum { C_WAIT, C_RUNNING, C_DONE, C_SKIPPED, C_FAILED };
+
+/* A backend request's attempts (a call, or the proxied request): its slot
+** among the worker's max_connections to the backend (or its place in the
+** queue), the attempt in flight (target, breaker probe) and the retries.
+** See gwr_backend.h. */
+typedef struct Try {
+  GwrBeWait     wait;           /* queued for a slot */
+  GwrBeAttempt  att;            /* the attempt in flight */
+  int           slot;           /* holds one of the worker's slots of the backend */
+  int           n;              /* attempts begun */
+  int           last;           /* the last attempt's target (-1: none yet) */
+  int           retry;          /* the attempt ending is to be made again (proxy: a 5xx refused) */
+  uint32_t      delay_ms;       /* the pause before the next attempt */
+  struct event *backoff;        /* ...its timer */
+} Try;
 
 typedef struct CallRt {
   GwrExchange  *ex;
@@ -35,9 +54,15 @@ typedef struct CallRt {
   long          status;
   const char   *fail;           /* failure kind, set by a callback before it aborts */
   uint64_t      got;            /* body bytes received */
-  int           counted;        /* counted in the worker's inflight[backend] */
+  Try           t;              /* its attempts */
+  const char   *tail;           /* its URL after the target's base: path and query */
+  const char  **hv;             /* its request headers */
+  int           res;            /* how it ended (GWR_CR_*; 0 while it has not), for metrics and the log */
+  uint64_t      t0, t1;         /* sent, ended (gwr_now_us; 0: never sent) */
   GwValue      *value;
   GwBuf         body;
+  int           nostore;        /* its answer said Cache-Control private, no-store or no-cache */
+  unsigned char *ckey;          /* `cache D`: its key, while its value is to be stored */
 } CallRt;
 
 struct GwrExchange {
@@ -78,23 +103,92 @@ struct GwrExchange {
   GwrRedisReq   **rreq;         /* pending Redis decisions, per limit of the endpoint */
   uint32_t        rpending;
   int             limited;      /* a limit refused the request */
+  /* observability: the request's metrics and access-log line (written once) */
+  int             logged;
+  int             pres;         /* the proxied transfer: its result (GWR_CR_*) */
+  long            pstatus;      /* ...the backend's status */
+  uint64_t        pt0, pt1;     /* ...sent, ended */
+  Try             pt;           /* ...its attempts */
+  const char     *ptail;        /* ...its URL after the target's base */
+  const char    **phv;          /* ...its request headers */
+  uint64_t        deadline_us;  /* when the endpoint's deadline falls (gwr_now_us); 0: none */
+  struct XCache  *xc;           /* a cached endpoint's key and flight (the response cache) */
 };
 
-/* A call leaves the worker's in-flight count of its backend. */
-static void uncount(GwrExchange *ex, CallRt *k) {
-  if (k->counted) ex->w->inflight[k->rec->backend]--;
-  k->counted = 0;
+/* Backend b's targets, health, breaker and slots, of the exchange's program
+** (a reload does not mix the state of two programs). */
+static GwrBe *be_of(GwrExchange *ex, uint32_t b) { return ex->g->backends[b].be; }
+
+/* Stop what a backend request is doing (waiting for a slot, pausing before
+** a retry, a transfer) and give back its attempt (abandoned) and its slot.
+** Giving a slot back may start a waiting request at once. */
+static void try_stop(GwrExchange *ex, uint32_t b, Try *t, GwrFetchXfer **xfer) {
+  GwrBe *be = be_of(ex, b);
+  gwr_be_unqueue(be, ex->w->id, &t->wait);
+  if (t->backoff) evtimer_del(t->backoff);
+  if (*xfer) { gwr_fetch_cancel(*xfer); *xfer = NULL; }
+  gwr_be_end(be, &t->att, GWR_BE_NONE, gwr_be_now_ms());
+  if (t->slot) { t->slot = 0; gwr_be_release(be, ex->w->id); }
 }
 
+static void call_stop(GwrExchange *ex, CallRt *k) { try_stop(ex, k->rec->backend, &k->t, &k->xfer); }
+static void proxy_stop(GwrExchange *ex) {
+  if (ex->E && ex->E->proxy != GW_NONE) try_stop(ex, ex->E->proxy, &ex->pt, &ex->pxfer);
+}
+
+/* Take the exchange's calls out of the slot queues first, so that a slot
+** one of them gives back does not go to another of them. */
+static void unqueue_all(GwrExchange *ex) {
+  for (uint32_t i = 0; i < ex->ncalls; i++)
+    gwr_be_unqueue(be_of(ex, ex->calls[i].rec->backend), ex->w->id, &ex->calls[i].t.wait);
+}
+
+/* A call settled with result res (GWR_CR_*): count it, once. A call never
+** sent counts only as skipped or overloaded. */
+static void call_end(GwrExchange *ex, CallRt *k, int res) {
+  if (k->res) return;
+  k->res = res;
+  GwrMetrics *m = ex->w->metrics;
+  if (res == GWR_CR_SKIPPED) {
+    GWR_M_ADD(m->route[ex->g->ep_slot[ex->E - ex->p->endpoints]].skipped, 1);
+    return;
+  }
+  if (!k->t0 && res != GWR_CR_OVERLOADED && res != GWR_CR_UNAVAILABLE && res != GWR_CR_BREAKER_OPEN) return;
+  GwrBackendM *bm = &m->backend[ex->g->be_slot[k->rec->backend]];
+  GWR_M_ADD(bm->result[res], 1);
+  if (!k->t0) return;
+  k->t1 = gwr_now_us();
+  if (res != GWR_CR_CANCELLED) gwr_hist_add(&bm->dur, k->t1 - k->t0);
+}
+
+/* The proxied transfer ended with res. */
+static void proxy_end(GwrExchange *ex, int res) {
+  if (ex->pres) return;
+  ex->pres = res;
+  if (res == GWR_CR_SKIPPED) {
+    GWR_M_ADD(ex->w->metrics->route[ex->g->ep_slot[ex->E - ex->p->endpoints]].skipped, 1);
+    return;
+  }
+  GwrBackendM *bm = &ex->w->metrics->backend[ex->g->be_slot[ex->E->proxy]];
+  GWR_M_ADD(bm->result[res], 1);
+  ex->pt1 = gwr_now_us();
+  if (res != GWR_CR_CANCELLED) gwr_hist_add(&bm->dur, ex->pt1 - ex->pt0);
+}
+
+static void xc_free(GwrExchange *ex);
+
 static void ex_free(GwrExchange *ex) {
+  xc_free(ex);
+  unqueue_all(ex);
   for (uint32_t i = 0; i < ex->ncalls; i++) {
     CallRt *k = &ex->calls[i];
-    if (k->xfer) { gwr_fetch_cancel(k->xfer); k->xfer = NULL; }
-    uncount(ex, k);
+    call_stop(ex, k);
+    if (k->t.backoff) event_free(k->t.backoff);
     if (k->x) { gwr_extract_free(k->x); k->x = NULL; }
     gw_buf_free(&k->body);
   }
-  if (ex->pxfer) { gwr_fetch_cancel(ex->pxfer); ex->pxfer = NULL; }
+  proxy_stop(ex);
+  if (ex->pt.backoff) event_free(ex->pt.backoff);
   for (uint32_t i = 0; ex->rreq && ex->E && i < ex->E->limit_count; i++)
     if (ex->rreq[i]) { gwr_redis_cancel(ex->rreq[i]); ex->rreq[i] = NULL; }
   if (ex->deadline) event_free(ex->deadline);
@@ -109,7 +203,14 @@ static void leave(GwrExchange *ex) {
   if (--ex->depth == 0 && ex->finished) ex_free(ex);
 }
 
+static void end_request(GwrExchange *ex, GwrConn *c, int status);
+
 void gwr_exchange_abort(GwrExchange *ex) {
+  /* a streamed response cut short (the request failed under it): its line now */
+  if (ex->c && !ex->c->admin && ex->pstarted && !ex->logged && !ex->finished) {
+    if (ex->pxfer) proxy_end(ex, GWR_CR_CANCELLED);
+    end_request(ex, ex->c, ex->c->resp_status);
+  }
   ex->finished = 1;
   ex->c = NULL;
   if (ex->depth == 0) ex_free(ex);
@@ -117,10 +218,11 @@ void gwr_exchange_abort(GwrExchange *ex) {
 
 /* Stop everything still running (no callbacks afterwards). */
 static void cancel_all(GwrExchange *ex) {
+  unqueue_all(ex);
   for (uint32_t i = 0; i < ex->ncalls; i++) {
     CallRt *k = &ex->calls[i];
-    if (k->xfer) { gwr_fetch_cancel(k->xfer); k->xfer = NULL; }
-    uncount(ex, k);
+    if (k->state == C_RUNNING) call_end(ex, k, GWR_CR_CANCELLED);
+    call_stop(ex, k);
   }
   if (ex->deadline) evtimer_del(ex->deadline);
 }
@@ -249,6 +351,295 @@ static void finish_backend_error(GwrExchange *ex, const char *kind, const CallRt
   if (ex->c) backend_error(ex, !strcmp(kind, "timeout") ? 504 : 502, kind, k->rec->backend);
 }
 
+/* ---- the response cache and the call cache (the store and the keys: gwr_cache.c;
+** the rules: docs/caching.md) ---------------------------------------------------------- */
+
+/* A cached endpoint's request: its key, the miss it leads or waits for. */
+typedef struct XCache {
+  unsigned char   key[32];
+  int             off;         /* not cached: no identity in the key, a `by` failed, or no-store asked */
+  uint64_t        flight;      /* leading a miss: the flight to end (0: none) */
+  GwrCacheWaiter  w;           /* waiting for another request's answer to the same key */
+  struct event   *wake;        /* ...woken on this worker's loop (or at the deadline) */
+  int             waiting;
+  uint64_t        since_us;    /* ...since (gwr_now_us) */
+} XCache;
+
+static void proceed(GwrExchange *ex);
+
+static uint64_t now_ms(void) { return gwr_now_us() / 1000; }
+
+/* The statuses a shared cache may store without explicit freshness from the
+** origin (RFC 9110 15.1, "heuristically cacheable"); `cache DUR` is the
+** freshness. Any other status (201, 302, 403, 5xx, …) is never stored. */
+static int cacheable_status(int s) {
+  switch (s) {
+  case 200: case 203: case 204: case 300: case 301: case 308: case 404: case 405: case 410: case 414: case 501:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+/* Whether a backend's answer forbids a shared cache to keep anything built
+** from it: Cache-Control private, no-store or no-cache (any case, any of its
+** fields; the gateway cannot revalidate, so no-cache is no-store to it). */
+static int answer_forbids(const GwrFetchHeader *h, size_t nh) {
+  for (size_t i = 0; i < nh; i++)
+    if (h[i].name_len == 13 && !strncasecmp(h[i].name, "cache-control", 13) &&
+        (gwr_cache_control(h[i].value, h[i].value_len, NULL) & (GWR_CC_NO_STORE | GWR_CC_NO_CACHE | GWR_CC_PRIVATE)))
+      return 1;
+  return 0;
+}
+
+/* The request's Cache-Control (RFC 9111 5.2.1) — or Pragma: no-cache
+** without one (5.4) — and its max-age. */
+static unsigned request_cc(const GwrHttpReq *r, uint64_t *max_age) {
+  unsigned cc = 0;
+  int seen = 0;
+  for (uint32_t i = 0; i < r->nheaders; i++) {
+    const GwrHeader *h = &r->headers[i];
+    if (h->name_len == 13 && !memcmp(h->name, "cache-control", 13)) {
+      cc |= gwr_cache_control(h->value, h->value_len, max_age);
+      seen = 1;
+    }
+  }
+  const char *pragma = seen ? NULL : gwr_http_header(r, "pragma");
+  if (pragma && (gwr_cache_control(pragma, strlen(pragma), NULL) & GWR_CC_NO_CACHE)) cc |= GWR_CC_NO_CACHE;
+  return cc;
+}
+
+/* The Cache-Control of an answer the cache holds, for the caches after the
+** gateway (unless the endpoint set its own): `public` when the key is the
+** URL (path and query) and named request headers — those then listed in
+** Vary —, `private` when it holds anything of the caller (auth, jwt,
+** client, the body, every header) or the endpoint is not a GET. max-age is
+** the endpoint's duration: a hit also carries Age, and a cache after the
+** gateway counts what is left from the two (RFC 9111 4.2). */
+static void downstream(GwrExchange *ex, GwBuf *h, unsigned flags) {
+  if (flags & GWR_CRESP_OWN_CC) return;
+  const GwProgram *p = ex->p;
+  const GwEndpoint *E = ex->E;
+  int priv = (!E->auth_none && E->auth_count) || E->method != GW_METHOD_GET, vary = 0;
+  for (uint32_t i = 0; i < E->input_count; i++) {
+    const GwInput *in = &p->inputs[E->input_first + i];
+    if (in->root == GW_ROOT_JWT || in->root == GW_ROOT_CLIENT || in->root == GW_ROOT_BODY ||
+        (in->root == GW_ROOT_HEADERS && in->name == GW_NONE)) priv = 1;
+  }
+  for (uint32_t i = 0; !priv && i < E->input_count; i++) {
+    const GwInput *in = &p->inputs[E->input_first + i];
+    if (in->root != GW_ROOT_HEADERS) continue;
+    gw_buf_adds(h, vary++ ? ", " : "Vary: ");
+    gw_buf_adds(h, cstr(p, in->name));
+  }
+  if (vary) gw_buf_adds(h, "\r\n");
+  gw_buf_printf(h, "Cache-Control: %s, max-age=%u\r\n", priv ? "private" : "public", E->cache_ms / 1000);
+}
+
+static void release_entry(const void *data, size_t len, void *e) {
+  (void)data; (void)len;
+  gwr_cache_release(e);
+}
+
+/* Answer from entry e (a reference, taken): the stored status, the
+** endpoint's own headers and body; this request's X-Request-Id, CORS and
+** RateLimit-* headers; Age and Cache-Control. The body goes out of the
+** entry itself, which is released once written. */
+static void xc_serve(GwrExchange *ex, GwrCacheEntry *e) {
+  GwrCachedResp r;
+  if (gwr_cache_resp_read(e, &r) != 0) { gwr_cache_release(e); finish_error(ex, 500, "bad cache entry"); return; }
+  uint64_t now = now_ms();
+  GwBuf h = {0};
+  base_headers(ex, &h);
+  gw_buf_add(&h, r.head, r.head_len);
+  gw_buf_printf(&h, "Age: %llu\r\n", (unsigned long long)(gwr_cache_entry_age(e, now) / 1000));
+  downstream(ex, &h, r.flags);
+  struct evbuffer *eb = NULL;
+  if (r.flags & GWR_CRESP_BODY) {
+    gw_buf_adds(&h, "Content-Type: application/json\r\n");
+    eb = evbuffer_new();
+  }
+  if (eb && r.body_len && evbuffer_add_reference(eb, r.body, r.body_len, release_entry, e) == 0) e = NULL;
+  else if (eb) evbuffer_add(eb, r.body, r.body_len);
+  if (e) gwr_cache_release(e);
+  ex->finished = 1;
+  if (ex->c) gwr_conn_respond(ex->c, r.status, gw_buf_cstr(&h), eb, ex->head);
+  else if (eb) evbuffer_free(eb);
+  gw_buf_free(&h);
+}
+
+/* The leader's answer is in (or it gave up): on the leader's thread, under
+** the cache's lock — only signal this request's worker. */
+static void xc_wake(GwrCacheWaiter *w) {
+  GwrExchange *ex = w->ud;
+  event_active(ex->xc->wake, EV_READ, 0);
+}
+
+/* On this request's worker: the answer it waited for is stored (a hit), or
+** was not (it fetches its own, without waiting again, within what is left
+** of the endpoint's deadline), or the deadline passed first (504). */
+static void on_xc_wake(evutil_socket_t fd, short what, void *arg) {
+  GwrExchange *ex = arg;
+  XCache *x = ex->xc;
+  GwrCache *cache = ex->w->srv->cache;
+  (void)fd;
+  enter(ex);
+  if (x->waiting) {
+    x->waiting = 0;
+    gwr_cache_unwait(cache, x->key, &x->w);            /* at the deadline it is still queued */
+    GwrCacheEntry *e = NULL;
+    uint64_t f = 0;
+    if (ex->finished || !ex->c) ;
+    else if (what & EV_TIMEOUT) finish_error(ex, 504, "timeout");
+    else if (gwr_cache_get(cache, GWR_CACHE_RESPONSE, x->key, now_ms(), NULL, &e, &f) == GWR_CACHE_HIT) xc_serve(ex, e);
+    else {
+      proceed(ex);
+      if (!ex->finished && ex->deadline) {            /* the time waited counts */
+        uint64_t now = gwr_now_us(), waited = now - x->since_us, full = (uint64_t)ex->E->timeout_ms * 1000;
+        uint64_t left = waited < full ? full - waited : 1000;
+        struct timeval tv = { (time_t)(left / 1000000), (suseconds_t)(left % 1000000) };
+        evtimer_add(ex->deadline, &tv);
+        ex->deadline_us = now + left;
+      }
+    }
+  }
+  leave(ex);
+}
+
+/* After auth and limits, before the call plan of a cached endpoint: answer
+** from the cache, or wait for the answer another request is fetching for
+** the same key. 1 when the plan is not to run now. A request with
+** Cache-Control no-cache (or a max-age its entry is older than) goes to
+** the backends, and its answer replaces the entry; with no-store nothing
+** of it is stored. */
+static int xc_lookup(GwrExchange *ex) {
+  GwrCache *cache = ex->w->srv->cache;
+  if (ex->xc || !cache || !ex->c) return 0;           /* ex->xc: woken without an entry, the plan runs */
+  XCache *x = gw_arena_alloc(&ex->arena, sizeof *x);
+  ex->xc = x;
+  const GwrHttpReq *r = &ex->c->parser.req;
+  uint64_t max_age = 0;
+  unsigned cc = request_cc(r, &max_age);
+  if ((cc & GWR_CC_NO_STORE) || !gwr_cache_keyed_by_identity(ex->g, ex->m.endpoint) ||
+      gwr_cache_request_key(ex->g, ex->m.endpoint, &ex->vm, r->method, &ex->path, x->key) != 0) {
+    x->off = 1;
+    return 0;
+  }
+  if (cc & GWR_CC_NO_CACHE) return 0;
+  GwrCacheEntry *e = NULL;
+  int coalesce = !(cc & GWR_CC_MAX_AGE);
+  if (coalesce) {
+    x->w.wake = xc_wake;
+    x->w.ud = ex;
+    x->wake = event_new(ex->w->base, -1, 0, on_xc_wake, ex);
+    uint32_t ms = ex->E->timeout_ms != GW_NONE ? ex->E->timeout_ms : 10000;
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    if (!x->wake || event_add(x->wake, &tv) != 0) coalesce = 0;
+  }
+  x->waiting = 1;                                     /* before the flight can end */
+  x->since_us = gwr_now_us();
+  int res = gwr_cache_get(cache, GWR_CACHE_RESPONSE, x->key, now_ms(), coalesce ? &x->w : NULL, &e, &x->flight);
+  if (res == GWR_CACHE_WAIT) return 1;
+  x->waiting = 0;
+  if (x->wake) { event_free(x->wake); x->wake = NULL; }
+  if (res != GWR_CACHE_HIT) return 0;
+  if ((cc & GWR_CC_MAX_AGE) && gwr_cache_entry_age(e, now_ms()) > max_age * 1000) {
+    gwr_cache_release(e);                             /* older than the client accepts */
+    return 0;
+  }
+  xc_serve(ex, e);
+  return 1;
+}
+
+/* The answer of a cached endpoint is ready (finish_value: h has every
+** header line, [own, own_end) the endpoint's own; eb is the body or NULL):
+** store it when a shared cache may — a cacheable status, nothing partial,
+** no call failed (a guard may have hidden it), no backend answer said
+** private, no-store or no-cache, nor the endpoint's own Cache-Control —,
+** and then tell the caches after the gateway. The flight this request led
+** ends either way. */
+static void xc_store(GwrExchange *ex, int status, GwBuf *h, size_t own, size_t own_end, struct evbuffer *eb) {
+  XCache *x = ex->xc;
+  GwrCache *cache = ex->w->srv->cache;
+  if (!x || x->off || !cache) return;
+  int ok = cacheable_status(status) && !ex->partial;
+  for (uint32_t i = 0; i < ex->ncalls; i++)
+    if (ex->calls[i].state == C_FAILED || ex->calls[i].nostore) ok = 0;
+  unsigned flags = eb ? GWR_CRESP_BODY : 0;
+  for (const char *l = h->p + own; l && l < h->p + own_end;) {
+    const char *end = memchr(l, '\n', (size_t)(h->p + own_end - l));
+    if (!end) break;
+    if (!strncasecmp(l, "cache-control:", 14)) {
+      flags |= GWR_CRESP_OWN_CC;
+      if (gwr_cache_control(l + 14, (size_t)(end - l - 14), NULL) & (GWR_CC_NO_STORE | GWR_CC_NO_CACHE | GWR_CC_PRIVATE)) ok = 0;
+    }
+    l = end + 1;
+  }
+  size_t blen = eb ? evbuffer_get_length(eb) : 0;
+  unsigned char *dst = NULL;
+  if (ok && !gwr_cache_fits(cache, GWR_CACHE_RESP_LEN(own_end - own, blen))) ok = 0;
+  GwrCacheEntry *e = ok ? gwr_cache_resp_new(status, flags, h->p + own, own_end - own, blen, &dst) : NULL;
+  if (e) {
+    if (blen) evbuffer_copyout(eb, dst, blen);
+    if (gwr_cache_put(cache, GWR_CACHE_RESPONSE, x->key, e, ex->E->cache_ms, now_ms()) == 0)
+      downstream(ex, h, flags);
+    x->flight = 0;                                    /* the put ended it */
+  }
+  if (x->flight) { gwr_cache_end(cache, x->key, x->flight); x->flight = 0; }
+}
+
+/* The exchange is freed: leave the flight it waits for, end the one it leads. */
+static void xc_free(GwrExchange *ex) {
+  XCache *x = ex->xc;
+  GwrCache *cache = ex->w->srv->cache;
+  if (!x || !cache) return;
+  if (x->waiting) { gwr_cache_unwait(cache, x->key, &x->w); x->waiting = 0; }
+  if (x->wake) { event_free(x->wake); x->wake = NULL; }
+  if (x->flight) { gwr_cache_end(cache, x->key, x->flight); x->flight = 0; }
+}
+
+/* A call with `cache D`, its request built (tail, headers, body): its value
+** from the cache, kept as JSON text and parsed again into this request's
+** arena. 1 when it settled so; else its key is kept for the store. */
+static int xc_call_lookup(GwrExchange *ex, CallRt *k) {
+  GwrCache *cache = ex->w->srv->cache;
+  if (!cache) return 0;
+  const GwCall *R = k->rec;
+  k->ckey = gw_arena_alloc(&ex->arena, 32);
+  gwr_cache_call_key(ex->g, ex->E->call_first + k->i, gw_method_names[R->method], k->tail, strlen(k->tail), k->hv,
+                     R->body != GW_NONE ? (k->body.p ? k->body.p : "") : NULL, k->body.n, k->ckey);
+  GwrCacheEntry *e = NULL;
+  uint64_t f = 0;
+  if (gwr_cache_get(cache, GWR_CACHE_CALL, k->ckey, now_ms(), NULL, &e, &f) != GWR_CACHE_HIT) return 0;
+  size_t n;
+  const unsigned char *d = gwr_cache_entry_data(e, &n);
+  GwrJsonLimits lim = { ex->w->srv->set.max_json_depth };
+  GwValue *v = NULL;
+  char err[64];
+  int rc = gwr_json_parse(&ex->arena, (const char *)d, n, &lim, &v, err, sizeof err);
+  gwr_cache_release(e);
+  if (rc != 0 || !v) return 0;
+  call_end(ex, k, GWR_CR_OK);                         /* not sent: no backend metrics, result ok */
+  k->ckey = NULL;
+  k->state = C_DONE; k->value = v; ex->vm.results[k->i] = v;
+  return 1;
+}
+
+/* Call k settled with its value: keep it for `cache D` (unless its answer
+** said private, no-store or no-cache). */
+static void xc_call_store(GwrExchange *ex, CallRt *k) {
+  GwrCache *cache = ex->w->srv->cache;
+  if (!cache || !k->ckey || k->nostore) return;
+  GwBuf j = {0};
+  gwv_json(k->value, &j);
+  GwrCacheEntry *e = gwr_cache_fits(cache, j.n) ? gwr_cache_entry_new(j.n) : NULL;
+  if (e) {
+    memcpy(gwr_cache_entry_data(e, NULL), j.p ? j.p : "", j.n);
+    gwr_cache_put(cache, GWR_CACHE_CALL, k->ckey, e, k->rec->cache_ms, now_ms());
+  }
+  gw_buf_free(&j);
+}
+
 static int header_value_ok(const char *s, size_t n) {
   for (size_t i = 0; i < n; i++) if (s[i] == '\r' || s[i] == '\n' || s[i] == 0) return 0;
   return 1;
@@ -266,7 +657,11 @@ static void finish_value(GwrExchange *ex, int status, uint32_t body_block, int w
   }
   GwBuf h = {0};
   base_headers(ex, &h);
-  if (ex->partial) gw_buf_adds(&h, "X-Gw-Partial: true\r\n");
+  if (ex->partial) {
+    gw_buf_adds(&h, "X-Gw-Partial: true\r\n");
+    GWR_M_ADD(ex->w->metrics->route[ex->g->ep_slot[ex->E - ex->p->endpoints]].partial, 1);
+  }
+  size_t own = h.n;                    /* the endpoint's own header lines: a cached answer keeps them */
   for (uint32_t i = 0; with_headers && i < ex->E->header_count; i++) {
     const GwRHeader *rh = &ex->p->rheaders[ex->E->header_first + i];
     GwValue *v = gwr_vm_run(&ex->vm, rh->value, NULL);
@@ -277,6 +672,7 @@ static void finish_value(GwrExchange *ex, int status, uint32_t body_block, int w
     if (header_value_ok(r.p ? r.p : "", r.n)) gw_buf_printf(&h, "%s: %s\r\n", cstr(ex->p, rh->name), gw_buf_cstr(&r));
     gw_buf_free(&r);
   }
+  size_t own_end = h.n;
   struct evbuffer *eb = NULL;
   if (body) {
     gw_buf_adds(&h, "Content-Type: application/json\r\n");
@@ -290,6 +686,7 @@ static void finish_value(GwrExchange *ex, int status, uint32_t body_block, int w
   }
   cancel_all(ex);
   ex->finished = 1;
+  if (ex->xc) xc_store(ex, status, &h, own, own_end, eb);
   if (ex->c) gwr_conn_respond(ex->c, status, gw_buf_cstr(&h), eb, ex->head);
   else if (eb) evbuffer_free(eb);
   gw_buf_free(&h);
@@ -307,11 +704,24 @@ static int deps_settled(GwrExchange *ex, uint32_t first, uint32_t count) {
   return 1;
 }
 
+/* The result of a failure kind (the error the client or the log sees). */
+static int result_of(const char *kind) {
+  static const struct { const char *kind; int res; } map[] = {
+    { "connect", GWR_CR_CONNECT }, { "timeout", GWR_CR_TIMEOUT }, { "status", GWR_CR_STATUS },
+    { "invalid_body", GWR_CR_INVALID_BODY }, { "too_large", GWR_CR_TOO_LARGE },
+    { "overloaded", GWR_CR_OVERLOADED }, { "missing", GWR_CR_SKIPPED },
+    { "unavailable", GWR_CR_UNAVAILABLE }, { "breaker_open", GWR_CR_BREAKER_OPEN },
+  };
+  for (size_t i = 0; i < sizeof map / sizeof *map; i++) if (!strcmp(kind, map[i].kind)) return map[i].res;
+  return GWR_CR_ERROR;                 /* "connection": reset, cut short, malformed */
+}
+
 /* A call failed with kind: apply its policy. */
 static void call_failed(CallRt *k, const char *kind) {
   GwrExchange *ex = k->ex;
+  call_end(ex, k, result_of(kind));
   k->state = C_FAILED;
-  k->xfer = NULL;
+  call_stop(ex, k);                    /* its transfer, slot, place in the queue, pending retry */
   if (k->rec->mode == 0) { finish_backend_error(ex, kind, k); return; }
   ex->partial = 1;
   if (k->rec->mode == 2) {
@@ -326,10 +736,88 @@ static void call_failed(CallRt *k, const char *kind) {
           k->rec->mode == 2 ? "default" : "null");
 }
 
+/* ---- retries, health and the breaker (gwr_backend.h) ------------------------------ */
+
+/* How an attempt that failed with kind why (NULL: it did not) counts for
+** the target's health and the breaker: transport failures and 5xx answers
+** are the backend's failures; any other answer shows it alive. */
+static int outcome_of(const char *why, long status) {
+  if (!why) return GWR_BE_OK;
+  if (!strcmp(why, "connect") || !strcmp(why, "timeout") || !strcmp(why, "connection")) return GWR_BE_FAIL;
+  if (!strcmp(why, "status") && status >= 500) return GWR_BE_FAIL;
+  return GWR_BE_OK;
+}
+
+/* An attempt ended: tell health and the breaker, give its slot back. */
+static void attempt_done(GwrExchange *ex, uint32_t b, Try *t, int outcome) {
+  GwrBe *be = be_of(ex, b);
+  gwr_be_end(be, &t->att, outcome, gwr_be_now_ms());
+  if (t->slot) { t->slot = 0; gwr_be_release(be, ex->w->id); }
+}
+
+static uint32_t jitter(void) {
+  static _Thread_local uint64_t x;
+  if (!x) x = gwr_now_us() ^ (uint64_t)(uintptr_t)&x ^ 0x9e3779b97f4a7c15ull;
+  x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+  return (uint32_t)(x >> 32);
+}
+
+/* Whether an attempt that failed with kind why may be made again, and after
+** what pause (t->delay_ms): attempts left (`retries` of the backend); a
+** failure worth it for the method — a connect error, or any failure before
+** the request was sent, for every method; a timeout, a cut connection or a
+** 502/503/504 only for GET, HEAD, PUT and DELETE; and the pause (20 ms
+** doubling to 160 ms at most, a random point in its upper half) over
+** before the endpoint's deadline. */
+static int may_retry(GwrExchange *ex, uint32_t b, int method, Try *t, const char *why, long status, int sent) {
+  if ((uint32_t)t->n > ex->p->backends[b].retries || t->n < 1) return 0;
+  int idem = method == GW_METHOD_GET || method == GW_METHOD_HEAD || method == GW_METHOD_PUT || method == GW_METHOD_DELETE;
+  int transport = !strcmp(why, "connect") || !strcmp(why, "timeout") || !strcmp(why, "connection");
+  if (!(!strcmp(why, "connect") || (transport && !sent) ||
+        (idem && (transport || (!strcmp(why, "status") && status >= 502 && status <= 504)))))
+    return 0;
+  uint32_t base = 20u << (t->n > 4 ? 3 : t->n - 1);
+  t->delay_ms = base / 2 + jitter() % (base / 2 + 1);
+  if (ex->deadline_us && gwr_now_us() + (uint64_t)t->delay_ms * 1000 + 1000 >= ex->deadline_us) return 0;
+  return 1;
+}
+
+static void call_attempt(GwrExchange *ex, CallRt *k);
+
+static void call_retry(evutil_socket_t fd, short what, void *arg) {
+  CallRt *k = arg;
+  GwrExchange *ex = k->ex;
+  (void)fd; (void)what;
+  enter(ex);
+  if (!ex->finished && k->state == C_RUNNING) {
+    call_attempt(ex, k);
+    if (!ex->finished && k->state != C_RUNNING) advance(ex);
+  }
+  leave(ex);
+}
+
+/* Call k's attempt failed with why: if it may be made again, schedule it
+** (a fresh body parser, the same request) and return 1. */
+static int retry_call(GwrExchange *ex, CallRt *k, const char *why, int sent) {
+  if (!may_retry(ex, k->rec->backend, k->rec->method, &k->t, why, k->status, sent)) return 0;
+  if (!k->t.backoff && !(k->t.backoff = evtimer_new(ex->w->base, call_retry, k))) return 0;
+  k->fail = NULL;
+  k->got = 0;
+  if (k->x) gwr_extract_free(k->x);
+  GwrJsonLimits lim = { ex->w->srv->set.max_json_depth };
+  k->x = gwr_extract_new(&ex->arena, ex->g->paths[ex->E->call_first + k->i], &lim);
+  struct timeval tv = { (time_t)(k->t.delay_ms / 1000), (suseconds_t)((k->t.delay_ms % 1000) * 1000) };
+  evtimer_add(k->t.backoff, &tv);
+  gwr_be_count_retry(be_of(ex, k->rec->backend));
+  gwr_log("info", "request %s: call %s to backend %s failed (%s, status %ld), retrying in %u ms", ex->reqid,
+          cstr(ex->p, k->rec->name), cstr(ex->p, ex->p->backends[k->rec->backend].name), why, k->status, k->t.delay_ms);
+  return 1;
+}
+
 static int on_head(void *ud, long status, const GwrFetchHeader *h, size_t nh) {
   CallRt *k = ud;
-  (void)h; (void)nh;
   k->status = status;
+  k->nostore = answer_forbids(h, nh);
   if (status < 200 || status > 299) { k->fail = "status"; return -1; }
   return 0;
 }
@@ -355,17 +843,23 @@ static void on_done(void *ud, int kind, long status, const char *detail) {
   GwrExchange *ex = k->ex;
   (void)detail;
   enter(ex);
+  int sent = gwr_fetch_sent(k->xfer);
   k->xfer = NULL;
-  uncount(ex, k);
   if (status) k->status = status;
+  const char *why = k->fail ? k->fail : kind != GWR_FETCH_OK ? kind_of(kind) : NULL;
+  attempt_done(ex, k->rec->backend, &k->t, outcome_of(why, k->status));
+  if (!ex->finished && why && retry_call(ex, k, why, sent)) { leave(ex); return; }
   if (!ex->finished) {
     if (k->fail) call_failed(k, k->fail);
     else if (kind != GWR_FETCH_OK) call_failed(k, kind_of(kind));
     else {
       GwValue *v = NULL;
-      if (k->got == 0) { k->state = C_DONE; k->value = &gwv_null; ex->vm.results[k->i] = &gwv_null; }  /* 204, empty 200 */
-      else if (gwr_extract_finish(k->x, &v) != 0 || !v) call_failed(k, "invalid_body");
-      else { k->state = C_DONE; k->value = v; ex->vm.results[k->i] = v; }
+      if (k->got == 0) {                   /* 204, empty 200 */
+        call_end(ex, k, GWR_CR_OK);
+        k->state = C_DONE; k->value = &gwv_null; ex->vm.results[k->i] = &gwv_null;
+      } else if (gwr_extract_finish(k->x, &v) != 0 || !v) call_failed(k, "invalid_body");
+      else { call_end(ex, k, GWR_CR_OK); k->state = C_DONE; k->value = v; ex->vm.results[k->i] = v; }
+      if (k->state == C_DONE && k->ckey) xc_call_store(ex, k);
     }
     if (!ex->finished) advance(ex);
   }
@@ -398,17 +892,11 @@ static void add_query(GwBuf *url, const GwValue *q) {
 
 
 
-static const char *pick_base(GwrExchange *ex, uint32_t b) {
-  GwrBackend *B = &ex->g->backends[b];
-  unsigned i = __atomic_fetch_add(&B->rr, 1, __ATOMIC_RELAXED);
-  return B->urls[i % (unsigned)B->nurls];
-}
-
 /* The gateway's own headers on every backend request: the real peer, never
 ** a client-supplied chain. */
 static int gateway_headers(GwrExchange *ex, const char **hv, int nh) {
   hv[nh++] = gw_arena_printf(&ex->arena, "X-Forwarded-For: %s", ex->c ? ex->c->peer : "");
-  hv[nh++] = "X-Forwarded-Proto: http";
+  hv[nh++] = ex->c && ex->c->tls ? "X-Forwarded-Proto: https" : "X-Forwarded-Proto: http";
   hv[nh++] = gw_arena_printf(&ex->arena, "X-Request-Id: %s", ex->reqid);
   if (ex->traceparent[0]) hv[nh++] = gw_arena_printf(&ex->arena, "traceparent: %s", ex->traceparent);
   return nh;
@@ -416,11 +904,14 @@ static int gateway_headers(GwrExchange *ex, const char **hv, int nh) {
 
 static void start_call(GwrExchange *ex, CallRt *k) {
   const GwCall *R = k->rec;
-  const GwProgram *p = ex->p;
   if (R->cond != GW_NONE) {
     GwValue *v = gwr_vm_run(&ex->vm, R->cond, NULL);
     if (!v) { finish_error(ex, 500, vm_error(ex)); return; }
-    if (!gwv_truthy(v)) { k->state = C_SKIPPED; k->value = &gwv_null; ex->vm.results[k->i] = &gwv_null; return; }
+    if (!gwv_truthy(v)) {
+      call_end(ex, k, GWR_CR_SKIPPED);
+      k->state = C_SKIPPED; k->value = &gwv_null; ex->vm.results[k->i] = &gwv_null;
+      return;
+    }
   }
   ex->vm.missing = 0;
   GwValue *u = gwr_vm_run(&ex->vm, R->url, NULL);
@@ -429,8 +920,7 @@ static void start_call(GwrExchange *ex, CallRt *k) {
     finish_error(ex, 500, vm_error(ex));
     return;
   }
-  GwBuf url = {0};
-  gw_buf_adds(&url, pick_base(ex, R->backend));
+  GwBuf url = {0};                     /* after the target's base URL */
   gwv_render(u, &url);
   if (R->query != GW_NONE) {
     GwValue *q = gwr_vm_run(&ex->vm, R->query, NULL);
@@ -470,36 +960,72 @@ static void start_call(GwrExchange *ex, CallRt *k) {
     hv[nh++] = "Content-Type: application/json";
   }
   hv[nh] = NULL;
-  const GwBackend *B = &p->backends[R->backend];
-  /* a bounded queue per backend: beyond it, fail fast instead of piling up */
-  uint32_t *inflight = &ex->c->w->inflight[R->backend];
-  if (*inflight >= 2 * (B->max_connections ? B->max_connections : 1)) {
-    gw_buf_free(&url);
-    call_failed(k, "overloaded");
-    return;
-  }
+  k->hv = hv;
+  k->tail = gw_arena_strndup(&ex->arena, gw_buf_cstr(&url), url.n);
+  gw_buf_free(&url);
+  if (R->cache_ms && xc_call_lookup(ex, k)) return;       /* settled from the call cache */
   GwrJsonLimits lim = { ex->c->w->srv->set.max_json_depth };
   k->x = gwr_extract_new(&ex->arena, ex->g->paths[ex->E->call_first + k->i], &lim);
+  k->state = C_RUNNING;
+  k->t.last = -1;
+  call_attempt(ex, k);
+}
+
+/* Call k holds a slot: pick a target, pass the breaker, send. */
+static void call_send(GwrExchange *ex, CallRt *k) {
+  const GwCall *R = k->rec;
+  const GwBackend *B = &ex->p->backends[R->backend];
+  GwrBe *be = be_of(ex, R->backend);
+  const char *why = gwr_be_begin(be, k->t.last, gwr_be_now_ms(), &k->t.att);
+  if (why) { call_failed(k, why); return; }
+  k->t.n++;
+  k->t.last = k->t.att.target;
+  k->status = 0;
+  GwBuf url = {0};
+  gw_buf_adds(&url, gwr_be_url(be, k->t.att.target));
+  gw_buf_adds(&url, k->tail);
   GwrFetchReq fr;
   memset(&fr, 0, sizeof fr);
   fr.url = gw_buf_cstr(&url);
   fr.method = gw_method_names[R->method];
-  fr.headers = hv;
+  fr.headers = k->hv;
   if (R->body != GW_NONE) { fr.body = k->body.p ? k->body.p : ""; fr.body_len = k->body.n; }
   fr.body_size = -1;
   fr.connect_timeout_ms = B->connect_timeout_ms;
-  fr.timeout_ms = R->timeout_ms != GW_NONE ? R->timeout_ms : B->timeout_ms;
+  fr.timeout_ms = R->timeout_ms != GW_NONE ? R->timeout_ms : B->timeout_ms;   /* per attempt */
   fr.max_response = B->max_response;
+  fr.tls = &ex->g->backends[R->backend].tls;
   fr.on_head = on_head;
   fr.on_data = on_data;
   fr.on_done = on_done;
   fr.ud = k;
-  k->state = C_RUNNING;
-  k->xfer = gwr_fetch_start(ex->c->w->fetch, &fr);
+  if (!k->t0) k->t0 = gwr_now_us();
+  k->xfer = gwr_fetch_start(ex->w->fetch, &fr);
   gw_buf_free(&url);
-  if (!k->xfer) { call_failed(k, "connect"); return; }
-  (*inflight)++;
-  k->counted = 1;
+  if (!k->xfer) call_failed(k, "connect");
+}
+
+/* A slot came free for call k, queued in call_attempt. */
+static void call_slot(GwrBeWait *w) {
+  CallRt *k = (CallRt *)(void *)((char *)w - offsetof(CallRt, t.wait));
+  GwrExchange *ex = k->ex;
+  enter(ex);
+  k->t.slot = 1;
+  if (ex->finished || k->state != C_RUNNING) call_stop(ex, k);   /* hands the slot on */
+  else {
+    call_send(ex, k);
+    if (!ex->finished && k->state != C_RUNNING) advance(ex);
+  }
+  leave(ex);
+}
+
+/* An attempt of call k: one of this worker's max_connections slots of the
+** backend, or a place in its bounded queue; beyond that, fail fast. */
+static void call_attempt(GwrExchange *ex, CallRt *k) {
+  k->t.wait.ready = call_slot;
+  int r = gwr_be_acquire(be_of(ex, k->rec->backend), ex->w->id, &k->t.wait);
+  if (r < 0) { call_failed(k, "overloaded"); return; }
+  if (r > 0) { k->t.slot = 1; call_send(ex, k); }
 }
 
 static void advance(GwrExchange *ex) {
@@ -543,14 +1069,18 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg) {
   GwrExchange *ex = arg;
   (void)fd; (void)what;
   enter(ex);
+  unqueue_all(ex);
   for (uint32_t i = 0; i < ex->ncalls && !ex->finished; i++) {
     CallRt *k = &ex->calls[i];
-    if ((k->state == C_RUNNING || k->state == C_WAIT) && k->rec->mode == 0) finish_backend_error(ex, "timeout", k);
+    if ((k->state == C_RUNNING || k->state == C_WAIT) && k->rec->mode == 0) {
+      if (k->state == C_RUNNING) call_end(ex, k, GWR_CR_TIMEOUT);
+      finish_backend_error(ex, "timeout", k);
+    }
   }
   for (uint32_t i = 0; i < ex->ncalls && !ex->finished; i++) {
     CallRt *k = &ex->calls[i];
     if (k->state != C_RUNNING && k->state != C_WAIT) continue;
-    if (k->xfer) { gwr_fetch_cancel(k->xfer); k->xfer = NULL; }
+    call_stop(ex, k);
     call_failed(k, "timeout");
   }
   if (!ex->finished) advance(ex);
@@ -630,7 +1160,8 @@ static int reads_root(const GwProgram *p, const GwEndpoint *E, int root) {
 /* ---- auth: API keys here; JWT arrives with issue 4 (until then a JWT
 ** policy never admits a request: fail closed) ---------------------------------------- */
 
-static int apikey_ok(GwrExchange *ex, const GwAuth *A, GwValue *query) {
+/* -1: admitted; else why not (GWR_AF_MISSING or GWR_AF_INVALID). */
+static int apikey_check(GwrExchange *ex, const GwAuth *A, GwValue *query) {
   const char *key = NULL;
   size_t kn = 0;
   const char *name = cstr(ex->p, A->from_name);
@@ -641,10 +1172,18 @@ static int apikey_ok(GwrExchange *ex, const GwAuth *A, GwValue *query) {
     key = gwr_http_header(&ex->c->parser.req, ex->g->auths[A - ex->p->auths].header);
     if (key) kn = strlen(key);
   }
-  if (!key || !kn) return 0;
+  if (!key || !kn) return GWR_AF_MISSING;
   unsigned char h[32];
   gw_sha256(key, kn, h);
-  return gwr_apikey_lookup(ex->g, (uint32_t)(A - ex->p->auths), h, &ex->client_name);
+  return gwr_apikey_lookup(ex->g, (uint32_t)(A - ex->p->auths), h, &ex->client_name) ? -1 : GWR_AF_INVALID;
+}
+
+/* The bounded reason of a JWT verification failure (gwr_jwt_verify's reason). */
+static int jwt_reason(const char *why) {
+  if (!strcmp(why, "expired")) return GWR_AF_EXPIRED;
+  if (!strcmp(why, "unknown kid") || !strcmp(why, "no key for alg") || !strcmp(why, "no keys loaded"))
+    return GWR_AF_UNKNOWN_KEY;
+  return GWR_AF_INVALID;
 }
 
 /* The token of a JWT policy: from a header (with the Bearer scheme,
@@ -699,10 +1238,16 @@ static int check_auth(GwrExchange *ex, GwValue *query) {
   const GwEndpoint *E = ex->E;
   if (E->auth_none || E->auth_count == 0) return 0;
   int jwt = 0, forbidden = 0;
+  uint8_t why_not[16];               /* per policy tried: counted only if the request is refused */
   for (uint32_t i = 0; i < E->auth_count; i++) {
     uint32_t ai = ex->p->authrefs[E->auth_first + i].auth;
     const GwAuth *A = &ex->p->auths[ai];
-    if (A->type == 1) { if (apikey_ok(ex, A, query)) return 0; continue; }
+    int r;
+    if (A->type == 1) {
+      if ((r = apikey_check(ex, A, query)) < 0) return 0;
+      if (i < sizeof why_not) why_not[i] = (uint8_t)r;
+      continue;
+    }
     jwt = 1;
     size_t n = 0;
     const char *tok = jwt_token(ex, A, &n);
@@ -710,15 +1255,23 @@ static int check_auth(GwrExchange *ex, GwValue *query) {
     const char *why = "no token";
     if (!tok || gwr_jwt_verify(ex->g->jwts[ai], tok, n, (int64_t)time(NULL), &ex->arena, &claims, &why) != 0) {
       gwr_log("info", "request %s: auth %s: %s", ex->reqid, cstr(ex->p, A->name), why);
+      if (i < sizeof why_not) why_not[i] = (uint8_t)(tok ? jwt_reason(why) : GWR_AF_MISSING);
       continue;
     }
     ex->vm.roots[GW_ROOT_JWT] = claims;
     if (A->require != GW_NONE) {
       GwValue *ok = gwr_vm_run(&ex->vm, A->require, NULL);
-      if (!ok || !gwv_truthy(ok)) { forbidden = 1; ex->vm.roots[GW_ROOT_JWT] = &gwv_null; continue; }
+      if (!ok || !gwv_truthy(ok)) {
+        forbidden = 1;
+        ex->vm.roots[GW_ROOT_JWT] = &gwv_null;
+        if (i < sizeof why_not) why_not[i] = GWR_AF_FORBIDDEN;
+        continue;
+      }
     }
     return 0;
   }
+  for (uint32_t i = 0; i < E->auth_count && i < sizeof why_not; i++)
+    GWR_M_ADD(ex->w->metrics->auth[ex->g->auth_slot[ex->p->authrefs[E->auth_first + i].auth]][why_not[i]], 1);
   return send_auth_error(ex, forbidden ? 403 : 401, jwt);
 }
 
@@ -737,9 +1290,21 @@ static int hop_by_hop(const char *name, size_t n, const char *connection) {
   return 0;
 }
 
+static int proxy_may_retry(GwrExchange *ex, const char *why, long status, int sent) {
+  /* nothing went to the client yet, and the request body can be sent again */
+  return !ex->streaming && !ex->pstarted && ex->c &&
+         may_retry(ex, ex->E->proxy, ex->c->parser.req.method, &ex->pt, why, status, sent);
+}
+
 static int p_head(void *ud, long status, const GwrFetchHeader *h, size_t nh) {
   GwrExchange *ex = ud;
   if (!ex->c) return -1;
+  if (status >= 502 && status <= 504 && proxy_may_retry(ex, "status", status, 1)) {
+    ex->pt.retry = 1;                  /* p_done makes the next attempt */
+    ex->pstatus = status;
+    return -1;
+  }
+  gwr_be_end(be_of(ex, ex->E->proxy), &ex->pt.att, outcome_of(status >= 500 ? "status" : NULL, status), gwr_be_now_ms());
   const char *conn = NULL;
   int has_len = 0;
   for (size_t i = 0; i < nh; i++) {
@@ -759,6 +1324,7 @@ static int p_head(void *ud, long status, const GwrFetchHeader *h, size_t nh) {
   if (ex->streaming && !ex->up_done) ex->c->keep_alive = 0;   /* the rest of the upload is never read */
   ex->pchunked = !has_len && !no_body && ex->c->parser.req.minor >= 1;
   if (!has_len && !no_body && !ex->pchunked) ex->c->keep_alive = 0;   /* HTTP/1.0: close-delimited */
+  ex->pstatus = status;
   gwr_conn_stream_head(ex->c, (int)status, gw_buf_cstr(&hb), ex->pchunked);
   gw_buf_free(&hb);
   ex->pstarted = 1;
@@ -772,9 +1338,10 @@ static void p_deadline(evutil_socket_t fd, short what, void *arg) {
   (void)fd; (void)what;
   enter(ex);
   if (!ex->finished && !ex->pstarted) {
-    if (ex->pxfer) { gwr_fetch_cancel(ex->pxfer); ex->pxfer = NULL; }
+    proxy_stop(ex);
     ex->finished = 1;
     gwr_log("warn", "request %s: proxy to %s: no answer in time", ex->reqid, cstr(ex->p, ex->p->backends[ex->E->proxy].name));
+    proxy_end(ex, GWR_CR_TIMEOUT);
     if (ex->c) backend_error(ex, 504, "timeout", ex->E->proxy);
   }
   leave(ex);
@@ -790,13 +1357,42 @@ static int p_data(void *ud, const char *p, size_t n) {
   return 0;
 }
 
+static void proxy_attempt(GwrExchange *ex);
+
+static void p_retry(evutil_socket_t fd, short what, void *arg) {
+  GwrExchange *ex = arg;
+  (void)fd; (void)what;
+  enter(ex);
+  if (!ex->finished && ex->c) proxy_attempt(ex);
+  leave(ex);
+}
+
 static void p_done(void *ud, int kind, long status, const char *detail) {
   GwrExchange *ex = ud;
-  (void)status; (void)detail;
+  (void)detail;
   enter(ex);
+  int sent = gwr_fetch_sent(ex->pxfer);
   ex->pxfer = NULL;
+  int retry = ex->pt.retry;
+  ex->pt.retry = 0;
+  attempt_done(ex, ex->E->proxy, &ex->pt, retry ? GWR_BE_FAIL : kind == GWR_FETCH_OK ? GWR_BE_OK :
+               kind == GWR_FETCH_ABORTED ? GWR_BE_NONE : outcome_of(kind_of(kind), 0));
+  if (!ex->finished && (retry || (kind != GWR_FETCH_OK && kind != GWR_FETCH_ABORTED &&
+                                  proxy_may_retry(ex, kind_of(kind), 0, sent))) &&
+      (ex->pt.backoff || (ex->pt.backoff = evtimer_new(ex->w->base, p_retry, ex)))) {
+    struct timeval tv = { (time_t)(ex->pt.delay_ms / 1000), (suseconds_t)((ex->pt.delay_ms % 1000) * 1000) };
+    evtimer_add(ex->pt.backoff, &tv);
+    gwr_be_count_retry(be_of(ex, ex->E->proxy));
+    gwr_log("info", "request %s: proxy to %s failed (%s), retrying in %u ms", ex->reqid,
+            cstr(ex->p, ex->p->backends[ex->E->proxy].name), retry ? "status" : kind_of(kind), ex->pt.delay_ms);
+    leave(ex);
+    return;
+  }
   if (!ex->finished) {
     ex->finished = 1;
+    if (status) ex->pstatus = status;
+    proxy_end(ex, kind == GWR_FETCH_OK ? GWR_CR_OK : kind == GWR_FETCH_CONNECT ? GWR_CR_CONNECT :
+                  kind == GWR_FETCH_TIMEOUT ? GWR_CR_TIMEOUT : kind == GWR_FETCH_TOO_LARGE ? GWR_CR_TOO_LARGE : GWR_CR_ERROR);
     if (ex->pstarted) {
       if (ex->c) gwr_conn_stream_end(ex->c, ex->pchunked, kind == GWR_FETCH_OK);   /* mid-body failure: cut */
     } else if (ex->c) {
@@ -842,10 +1438,11 @@ void gwr_exchange_body_end(GwrExchange *ex) {
   ex->up_done = 1;
   if (ex->up_waiting && ex->pxfer) { ex->up_waiting = 0; gwr_fetch_resume_send(ex->pxfer); }
   /* the backend's head is due within the endpoint's timeout from now */
-  if (ex->pxfer && !ex->pstarted && ex->deadline) {
+  if (!ex->finished && !ex->pstarted && ex->deadline) {
     uint32_t ms = ex->E->timeout_ms != GW_NONE ? ex->E->timeout_ms : 10000;
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
     evtimer_add(ex->deadline, &tv);
+    ex->deadline_us = gwr_now_us() + (uint64_t)ms * 1000;
   }
 }
 
@@ -857,14 +1454,14 @@ void gwr_exchange_drained(GwrExchange *ex) {
 static void start_proxy(GwrExchange *ex) {
   const GwEndpoint *E = ex->E;
   const GwrHttpReq *r = &ex->c->parser.req;
-  GwBuf url = {0};
-  gw_buf_adds(&url, pick_base(ex, E->proxy));
+  GwBuf url = {0};                     /* after the target's base URL */
   if (E->proxy_url != GW_NONE) {
     ex->vm.missing = 0;
     GwValue *u = gwr_vm_run(&ex->vm, E->proxy_url, NULL);
     if (!u) {
       gw_buf_free(&url);
       ex->finished = 1;
+      proxy_end(ex, GWR_CR_SKIPPED);
       backend_error(ex, 502, "missing", E->proxy);
       return;
     }
@@ -888,12 +1485,51 @@ static void start_proxy(GwrExchange *ex) {
   }
   nh = gateway_headers(ex, hv, nh);
   hv[nh] = NULL;
+  ex->phv = hv;
+  ex->ptail = gw_arena_strndup(&ex->arena, gw_buf_cstr(&url), url.n);
+  gw_buf_free(&url);
+  ex->pt0 = gwr_now_us();
+  ex->pt.last = -1;
+  /* the backend's head is due within the endpoint's timeout, waits and retries included */
+  uint32_t ms = E->timeout_ms != GW_NONE ? E->timeout_ms : 10000;
+  ex->deadline = evtimer_new(ex->w->base, p_deadline, ex);
+  struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+  if (!ex->streaming) {                /* streamed: armed when the upload ends */
+    evtimer_add(ex->deadline, &tv);
+    ex->deadline_us = gwr_now_us() + (uint64_t)ms * 1000;
+  }
+  proxy_attempt(ex);
+}
+
+/* The proxied request failed before anything was sent (why: overloaded,
+** unavailable, breaker_open, connect): 502 now. */
+static void proxy_refused(GwrExchange *ex, const char *why) {
+  proxy_stop(ex);
+  ex->finished = 1;
+  proxy_end(ex, result_of(why));
+  if (ex->deadline) evtimer_del(ex->deadline);
+  gwr_log("warn", "request %s: proxy to %s failed: %s", ex->reqid, cstr(ex->p, ex->p->backends[ex->E->proxy].name), why);
+  if (ex->c) backend_error(ex, 502, why, ex->E->proxy);
+}
+
+/* The proxied request holds a slot: pick a target, pass the breaker, send. */
+static void proxy_send(GwrExchange *ex) {
+  const GwEndpoint *E = ex->E;
+  const GwrHttpReq *r = &ex->c->parser.req;
   const GwBackend *B = &ex->p->backends[E->proxy];
+  GwrBe *be = be_of(ex, E->proxy);
+  const char *why = gwr_be_begin(be, ex->pt.last, gwr_be_now_ms(), &ex->pt.att);
+  if (why) { proxy_refused(ex, why); return; }
+  ex->pt.n++;
+  ex->pt.last = ex->pt.att.target;
+  GwBuf url = {0};
+  gw_buf_adds(&url, gwr_be_url(be, ex->pt.att.target));
+  gw_buf_adds(&url, ex->ptail);
   GwrFetchReq fr;
   memset(&fr, 0, sizeof fr);
   fr.url = gw_buf_cstr(&url);
   fr.method = gw_method_names[r->method];
-  fr.headers = hv;
+  fr.headers = ex->phv;
   if (ex->streaming) {
     fr.read = p_read;
     fr.body_size = r->chunked ? -1 : r->content_length;
@@ -906,20 +1542,208 @@ static void start_proxy(GwrExchange *ex) {
   fr.timeout_ms = 3600L * 1000;        /* streamed: the head has the endpoint's deadline (p_deadline);
                                           the body may take long, paced by the client */
   fr.max_response = (size_t)-1;        /* any size: it is streamed, not kept */
+  fr.tls = &ex->g->backends[E->proxy].tls;
   fr.on_head = p_head;
   fr.on_data = p_data;
   fr.on_done = p_done;
   fr.ud = ex;
-  ex->pxfer = gwr_fetch_start(ex->c->w->fetch, &fr);
+  ex->pxfer = gwr_fetch_start(ex->w->fetch, &fr);
   gw_buf_free(&url);
-  if (!ex->pxfer) { ex->finished = 1; backend_error(ex, 502, "connect", E->proxy); return; }
-  uint32_t ms = E->timeout_ms != GW_NONE ? E->timeout_ms : 10000;
-  ex->deadline = evtimer_new(ex->c->w->base, p_deadline, ex);
-  struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
-  if (!ex->streaming) evtimer_add(ex->deadline, &tv);   /* streamed: armed when the upload ends */
+  if (!ex->pxfer) proxy_refused(ex, "connect");
+}
+
+static void proxy_slot(GwrBeWait *w) {
+  GwrExchange *ex = (GwrExchange *)(void *)((char *)w - offsetof(GwrExchange, pt.wait));
+  enter(ex);
+  ex->pt.slot = 1;
+  if (ex->finished || !ex->c) proxy_stop(ex);   /* hands the slot on */
+  else proxy_send(ex);
+  leave(ex);
+}
+
+/* An attempt of the proxied request: a slot of the backend on this worker,
+** or a place in its bounded queue; beyond that, fail fast. */
+static void proxy_attempt(GwrExchange *ex) {
+  ex->pt.wait.ready = proxy_slot;
+  int r = gwr_be_acquire(be_of(ex, ex->E->proxy), ex->w->id, &ex->pt.wait);
+  if (r < 0) proxy_refused(ex, "overloaded");
+  else if (r > 0) { ex->pt.slot = 1; proxy_send(ex); }
+}
+
+/* ---- the end of a request: metrics and the access log ------------------------------ */
+
+/* One JSON line (docs/operations.md): never a header value, a body, a token
+** or a key; query values that may be secrets are masked. Written straight
+** into the worker's buffer, its room reserved once. */
+#define PUTS(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
+static void access_line(GwrExchange *ex, GwrConn *c, int status, uint64_t us) {
+  GwrAlog *a = c->w->alog;
+  const GwrHttpReq *r = &c->parser.req;
+  const GwrProg *g = ex ? ex->g : c->w->prog;
+  /* the request id (a plain token), the peer (an address) and the method
+  ** need no escaping; the program's texts come escaped (alog_*) */
+  size_t idn = ex ? strlen(ex->reqid) : 0, peern = strlen(c->peer);
+  /* client.ip, when trusted_proxies made it another address than the peer */
+  const GwValue *cl = ex && ex->p->n_servers && ex->p->servers[0].proxies_count ? ex->vm.roots[GW_ROOT_CLIENT] : NULL;
+  const GwValue *ip = cl && cl->type == GWV_OBJECT ? gwv_get(cl, "ip", 2) : NULL;
+  if (ip && (ip->type != GWV_STRING || (ip->n == peern && !memcmp(ip->u.s, c->peer, peern)))) ip = NULL;
+  const char *method = r->method > 0 && r->method < GW_METHOD_MAX ? gw_method_names[r->method] : NULL;
+  const GwrText *route = ex && ex->route_status == 200 ? &g->alog_route[ex->m.endpoint] : NULL;
+  const GwrText *proxy = ex && ex->pres ? &g->alog_proxy[ex->E - ex->p->endpoints] : NULL;
+  const GwrText *calls = ex && ex->ncalls ? &g->alog_call[ex->E->call_first] : NULL;
+  /* the bound of the line */
+  size_t max = 256 + idn + peern + (ip ? GWR_ALOG_STR_MAX(ip->n) + 16 : 0) + (route ? route->n : 0) +
+               (r->target ? GWR_ALOG_TARGET_MAX(r->target_len) : 0) + (proxy ? proxy->n + 96 : 0);
+  for (uint32_t i = 0; calls && i < ex->ncalls; i++) max += calls[i].n + 96;   /* + ,"ms":…,"result":… */
+
+  char *o = gwr_alog_begin(a, max);
+  o = PUTS(o, "{\"time\":");
+  o = gwr_alog_time(a, o);
+  if (ex) {
+    o = PUTS(o, ",\"id\":\"");
+    memcpy(o, ex->reqid, idn);
+    o = PUTS(o + idn, "\",\"client\":\"");
+  } else {
+    o = PUTS(o, ",\"id\":null,\"client\":\"");
+  }
+  memcpy(o, c->peer, peern);
+  o = PUTS(o + peern, "\"");
+  if (ip) {
+    o = PUTS(o, ",\"client_ip\":");
+    o = gwr_alog_str(o, ip->u.s, ip->n);
+  }
+  if (method) {
+    size_t mn = strlen(method);
+    o = PUTS(o, ",\"method\":\"");
+    memcpy(o, method, mn);
+    o = PUTS(o + mn, "\",\"route\":");
+  } else {
+    o = PUTS(o, ",\"method\":null,\"route\":");
+  }
+  if (route) { memcpy(o, route->p, route->n); o += route->n; }
+  else o = PUTS(o, "null");
+  o = PUTS(o, ",\"path\":");
+  o = r->target ? gwr_alog_target(o, r->target, r->target_len, g->mask_names, g->nmask) : PUTS(o, "null");
+  o = PUTS(o, ",\"status\":");
+  o = gwr_alog_u64(o, (uint64_t)status);
+  o = PUTS(o, ",\"bytes\":");
+  o = gwr_alog_u64(o, c->resp_bytes);
+  o = PUTS(o, ",\"duration_ms\":");
+  o = gwr_alog_ms(o, us);
+  o = PUTS(o, ",\"calls\":[");
+  int n = 0;
+  for (uint32_t i = 0; calls && i < ex->ncalls; i++) {
+    const CallRt *k = &ex->calls[i];
+    if (!k->res) continue;                       /* never reached: the request ended first */
+    if (n++) *o++ = ',';
+    memcpy(o, calls[i].p, calls[i].n);           /* {"name":…,"backend":…,"status": */
+    o += calls[i].n;
+    o = k->status > 0 ? gwr_alog_u64(o, (uint64_t)k->status) : PUTS(o, "null");
+    o = PUTS(o, ",\"ms\":");
+    o = gwr_alog_ms(o, k->t0 && k->t1 > k->t0 ? k->t1 - k->t0 : 0);
+    o = PUTS(o, ",\"result\":\"");
+    const char *res = gwr_call_result_names[k->res];
+    size_t rn = strlen(res);
+    memcpy(o, res, rn);
+    o = PUTS(o + rn, "\"}");
+  }
+  if (proxy) {
+    if (n) *o++ = ',';
+    memcpy(o, proxy->p, proxy->n);
+    o += proxy->n;
+    o = ex->pstatus > 0 ? gwr_alog_u64(o, (uint64_t)ex->pstatus) : PUTS(o, "null");
+    o = PUTS(o, ",\"ms\":");
+    o = gwr_alog_ms(o, ex->pt0 && ex->pt1 > ex->pt0 ? ex->pt1 - ex->pt0 : 0);
+    o = PUTS(o, ",\"result\":\"");
+    const char *res = gwr_call_result_names[ex->pres];
+    size_t rn = strlen(res);
+    memcpy(o, res, rn);
+    o = PUTS(o + rn, "\"}");
+  }
+  o = PUTS(o, "]}\n");
+  gwr_alog_end(a, o);
+}
+
+/* A request on a public listener ended with status: count it, log it. ex is
+** NULL when the connection layer refused the request itself (400, 408, 413,
+** 414, 431…: route "unmatched"). */
+static void end_request(GwrExchange *ex, GwrConn *c, int status) {
+  GwrWorker *w = c->w;
+  uint64_t now = gwr_now_us();
+  uint64_t us = c->t0_us && now > c->t0_us ? now - c->t0_us : 0;
+  uint16_t slot = ex && ex->route_status == 200 ? ex->g->ep_slot[ex->m.endpoint] : GWR_SLOT_UNMATCHED;
+  GwrRouteM *rm = &w->metrics->route[slot];
+  int cls = status / 100;
+  GWR_M_ADD(rm->status[cls < 1 ? 0 : cls > 5 ? 4 : cls - 1], 1);
+  gwr_hist_add(&rm->dur, us);
+  GWR_M_ADD(w->metrics->bytes_out, c->resp_bytes);
+  if (ex) ex->logged = 1;
+  if (w->alog) access_line(ex, c, status, us);
+}
+
+void gwr_exchange_answered(GwrConn *c) {
+  if (c->admin || (c->ex && c->ex->logged)) return;
+  end_request(c->ex, c, c->resp_status);
+}
+
+void gwr_exchange_gone(GwrExchange *ex) {
+  GwrConn *c = ex->c;
+  if (c && !c->admin && !ex->logged && !ex->finished) {
+    cancel_all(ex);                    /* the calls still running show as cancelled */
+    if (ex->pxfer) proxy_end(ex, GWR_CR_CANCELLED);
+    end_request(ex, c, c->resp_started ? c->resp_status : 499);
+  }
+  gwr_exchange_abort(ex);
 }
 
 /* ---- admin ------------------------------------------------------------------------- */
+
+/* GET /routes: the route table of the program being served. */
+static void routes_json(GwrServer *s, GwBuf *j) {
+  pthread_mutex_lock(&s->prog_mu);
+  GwrProg *g = s->prog;
+  gwr_prog_retain(g);
+  unsigned long long gen = (unsigned long long)s->generation;
+  pthread_mutex_unlock(&s->prog_mu);
+  const GwProgram *p = g->p;
+  gw_buf_printf(j, "{\"generation\":%llu,\"program\":", gen);
+  gwr_alog_buf_str(j, g->source, strlen(g->source));
+  gw_buf_adds(j, ",\"routes\":[");
+  for (uint32_t i = 0; i < p->n_routes; i++) {
+    const GwRoute *r = &p->routes[i];
+    const GwEndpoint *E = &p->endpoints[r->endpoint];
+    const char *pat = cstr(p, E->path);
+    gw_buf_adds(j, i ? ",\n{\"method\":" : "\n{\"method\":");
+    gwr_alog_buf_str(j, gw_method_names[r->method], strlen(gw_method_names[r->method]));
+    gw_buf_adds(j, ",\"pattern\":");
+    gwr_alog_buf_str(j, pat, strlen(pat));
+    gw_buf_adds(j, E->proxy != GW_NONE ? ",\"kind\":\"proxy\",\"backend\":" : ",\"kind\":\"endpoint\"");
+    if (E->proxy != GW_NONE) gwr_alog_buf_str(j, cstr(p, p->backends[E->proxy].name), strlen(cstr(p, p->backends[E->proxy].name)));
+    else gw_buf_printf(j, ",\"calls\":%u", E->call_count);
+    gw_buf_adds(j, ",\"auth\":[");
+    for (uint32_t k = 0; !E->auth_none && k < E->auth_count; k++) {
+      const char *a = cstr(p, p->auths[p->authrefs[E->auth_first + k].auth].name);
+      if (k) gw_buf_addc(j, ',');
+      gwr_alog_buf_str(j, a, strlen(a));
+    }
+    gw_buf_adds(j, "],\"limits\":[");
+    for (uint32_t k = 0; k < E->limit_count; k++) {
+      const char *l = cstr(p, p->limits[p->limitrefs[E->limit_first + k].limit].name);
+      if (k) gw_buf_addc(j, ',');
+      gwr_alog_buf_str(j, l, strlen(l));
+    }
+    gw_buf_adds(j, "],\"timeout_ms\":");
+    if (E->timeout_ms != GW_NONE) gw_buf_printf(j, "%u", E->timeout_ms); else gw_buf_adds(j, "null");
+    gw_buf_adds(j, ",\"source\":");
+    const char *f = cstr(p, p->files[E->file].path);
+    char src[600];
+    int sn = snprintf(src, sizeof src, "%s:%u", f, E->line);
+    gwr_alog_buf_str(j, src, sn < 0 ? 0 : (size_t)sn < sizeof src ? (size_t)sn : sizeof src - 1);
+    gw_buf_addc(j, '}');
+  }
+  gw_buf_adds(j, "\n]}\n");
+  gwr_prog_release(g);
+}
 
 static void admin(GwrConn *c, const GwrPath *path) {
   GwrServer *s = c->w->srv;
@@ -930,6 +1754,42 @@ static void admin(GwrConn *c, const GwrPath *path) {
   } else if (path->path_len == 6 && !memcmp(path->path, "/ready", 6)) {
     evbuffer_add_printf(b, s->stopping ? "{\"status\":\"draining\"}" : "{\"status\":\"ready\"}");
     gwr_conn_respond(c, s->stopping ? 503 : 200, "Content-Type: application/json\r\n", b, 0);
+  } else if ((path->path_len == 8 && !memcmp(path->path, "/metrics", 8)) ||
+             (path->path_len == 7 && !memcmp(path->path, "/routes", 7))) {
+    int m = c->parser.req.method, metrics = path->path_len == 8;
+    if (m != GW_METHOD_GET && m != GW_METHOD_HEAD) {
+      evbuffer_free(b);
+      gwr_conn_error(c, 405, "method not allowed", "Allow: GET, HEAD\r\n");
+      return;
+    }
+    GwBuf t = {0};
+    if (metrics) gwr_metrics_render(s, &t);
+    else routes_json(s, &t);
+    evbuffer_add(b, t.p, t.n);
+    gw_buf_free(&t);
+    gwr_conn_respond(c, 200, metrics ? "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                                     : "Content-Type: application/json\r\n", b, m == GW_METHOD_HEAD);
+  } else if (path->path_len == 7 && !memcmp(path->path, "/reload", 7)) {
+    if (c->parser.req.method != GW_METHOD_POST) {
+      evbuffer_free(b);
+      gwr_conn_error(c, 405, "method not allowed", "Allow: POST\r\n");
+      return;
+    }
+    /* the same as SIGHUP; the load runs here, on the admin's worker (a few
+    ** milliseconds for a .gwb, the compile time for .gw sources) */
+    char msg[600];
+    int rc = gwr_server_reload(s, msg, sizeof msg);
+    GwBuf j = {0};
+    GwValue m = { .type = GWV_STRING, .n = (uint32_t)strlen(msg), .u = { .s = msg } };
+    pthread_mutex_lock(&s->prog_mu);
+    unsigned long long gen = (unsigned long long)s->generation;
+    pthread_mutex_unlock(&s->prog_mu);
+    gw_buf_printf(&j, "{\"status\":\"%s\",\"generation\":%llu,\"message\":", rc ? "refused" : "reloaded", gen);
+    gwv_json(&m, &j);
+    gw_buf_adds(&j, "}");
+    evbuffer_add(b, j.p, j.n);
+    gw_buf_free(&j);
+    gwr_conn_respond(c, rc ? 422 : 200, "Content-Type: application/json\r\n", b, 0);
   } else {
     evbuffer_free(b);
     gwr_conn_error(c, 404, "not found", NULL);
@@ -1049,10 +1909,12 @@ static GwValue *client_ip(GwrExchange *ex) {
 static void proceed(GwrExchange *ex) {
   if (ex->finished || !ex->c) return;
   if (ex->E->proxy != GW_NONE) { start_proxy(ex); return; }
+  if (ex->E->cache_ms && xc_lookup(ex)) return;      /* answered from the cache, or waiting for its answer */
   if (ex->E->timeout_ms != GW_NONE && ex->ncalls) {
     ex->deadline = evtimer_new(ex->c->w->base, on_deadline, ex);
     struct timeval tv = { (time_t)(ex->E->timeout_ms / 1000), (suseconds_t)((ex->E->timeout_ms % 1000) * 1000) };
     evtimer_add(ex->deadline, &tv);
+    ex->deadline_us = gwr_now_us() + (uint64_t)ex->E->timeout_ms * 1000;
   }
   advance(ex);
 }
@@ -1091,6 +1953,10 @@ static void limits_done(GwrExchange *ex) {
 
 typedef struct RedisWait { GwrExchange *ex; uint32_t i; } RedisWait;
 
+static void limit_count(GwrExchange *ex, uint32_t limit, int decision) {
+  GWR_M_ADD(ex->w->metrics->limit[ex->g->limit_slot[limit]][decision], 1);
+}
+
 static void on_redis(void *ud, int err, const GwrLimitResult *res) {
   RedisWait *w = ud;
   GwrExchange *ex = w->ex;
@@ -1116,6 +1982,7 @@ static void on_redis(void *ud, int err, const GwrLimitResult *res) {
   } else {
     take_result(ex, res);
   }
+  limit_count(ex, ex->p->limitrefs[ex->E->limit_first + w->i].limit, err ? GWR_LD_ERROR : res->allowed ? GWR_LD_ALLOWED : GWR_LD_LIMITED);
   if (--ex->rpending == 0) limits_done(ex);
   leave(ex);
 }
@@ -1148,8 +2015,10 @@ static void run_limits(GwrExchange *ex) {
     const char *lname = gw_const_str(ex->p, L->name, &nl);
     GwBuf key = {0};
     limit_key(ex, L, &key);
+    uint32_t li = ex->p->limitrefs[E->limit_first + i].limit;
     if (L->store == 1) {
       if (!ex->c->w->redis) {
+        limit_count(ex, li, GWR_LD_ERROR);
         if (L->on_error) { GwrLimitResult deny = { 0, L->burst, 0, 1, 1 }; take_result(ex, &deny); }
       } else {
         RedisWait *w = gw_arena_alloc(&ex->arena, sizeof *w);
@@ -1157,11 +2026,15 @@ static void run_limits(GwrExchange *ex) {
         ex->rreq[i] = gwr_redis_check(ex->c->w->redis, lname, nl, key.p ? key.p : "", key.n, L->count, L->period_ms,
                                       L->burst, on_redis, w);
         if (ex->rreq[i]) ex->rpending++;
-        else if (L->on_error) { GwrLimitResult deny = { 0, L->burst, 0, 1, 1 }; take_result(ex, &deny); }
+        else {
+          limit_count(ex, li, GWR_LD_ERROR);
+          if (L->on_error) { GwrLimitResult deny = { 0, L->burst, 0, 1, 1 }; take_result(ex, &deny); }
+        }
       }
     } else {
       GwrLimitResult r;
       gwr_limiter_check(s->limiter, lname, nl, key.p ? key.p : "", key.n, L->count, L->period_ms, L->burst, now_us, &r);
+      limit_count(ex, li, r.allowed ? GWR_LD_ALLOWED : GWR_LD_LIMITED);
       take_result(ex, &r);
     }
     gw_buf_free(&key);

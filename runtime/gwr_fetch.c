@@ -22,6 +22,7 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,7 +54,7 @@ struct GwrFetchXfer {
   int fail_kind;                 /* set by our callbacks when they abort */
   unsigned in_multi : 1, queued : 1, cancelled : 1, finished : 1, in_done : 1,
            head_done : 1, no_body : 1, recv_paused : 1, send_paused : 1,
-           want_recv : 1, want_send : 1;
+           want_recv : 1, want_send : 1, sent : 1;
   char detail[160];
   char errbuf[CURL_ERROR_SIZE];
 };
@@ -90,6 +91,15 @@ const char *gwr_fetch_kind_name(int kind) {
 
 static void check_done(GwrFetch *f);
 
+/* libcurl may leave OpenSSL errors in this thread's queue after a failed
+** TLS transfer; the client connections' SSL bufferevents on the same loop
+** would read them as their own failure (SSL_get_error looks at the queue
+** first). So nothing leaves libcurl's hands with the queue not empty. */
+static void curl_done(GwrFetch *f) {
+  f->in_curl--;
+  if (ERR_peek_error()) ERR_clear_error();
+}
+
 /* libevent: a watched socket is ready. */
 static void event_cb(evutil_socket_t fd, short what, void *arg) {
   GwrFetch *f = arg;
@@ -97,7 +107,7 @@ static void event_cb(evutil_socket_t fd, short what, void *arg) {
                ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
   f->in_curl++;
   curl_multi_socket_action(f->multi, fd, action, &f->still_running);
-  f->in_curl--;
+  curl_done(f);
   check_done(f);
   /* hiperfifo deletes the timer here when nothing runs; we must not: an
   ** on_done above may have started a transfer and armed it. */
@@ -109,7 +119,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd; (void)what;
   f->in_curl++;
   curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &f->still_running);
-  f->in_curl--;
+  curl_done(f);
   check_done(f);
 }
 
@@ -238,6 +248,15 @@ static void finish(GwrFetchXfer *x, CURLcode rc) {
   int kind = classify(x, rc, &detail);
   f->st.running--;
   if (kind == GWR_FETCH_OK) f->st.ok++; else f->st.failed++;
+  /* whether the request may have left: a connection was made and the
+  ** request was about to be sent, or some of it was (gwr_fetch_sent) */
+  curl_off_t pre = 0;
+  long reqsize = 0;
+  if (x->easy) {
+    curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+    curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+  }
+  x->sent = pre > 0 || reqsize > 0;
   /* Recycle the easy handle first, so a transfer started from on_done reuses
   ** it (detail lives in x, not in the handle). */
   recycle_easy(f, x->easy);
@@ -286,7 +305,7 @@ static void unpause(GwrFetchXfer *x) {
   /* Unpausing delivers held data at once: our callbacks run from here. */
   f->in_curl++;
   curl_easy_pause(x->easy, mask);
-  f->in_curl--;
+  curl_done(f);
 }
 
 /* The deferred work: frees, adds and unpauses asked for while libcurl was on
@@ -621,8 +640,15 @@ GwrFetchXfer *gwr_fetch_start(GwrFetch *f, const GwrFetchReq *r) {
   SET(CURLOPT_WRITEFUNCTION, write_cb);
   SET(CURLOPT_WRITEDATA, x);
   SET(CURLOPT_HTTPHEADER, x->hdrs);
-  if (f->cfg.ca_file) SET(CURLOPT_CAINFO, f->cfg.ca_file);
-  if (f->cfg.insecure) { SET(CURLOPT_SSL_VERIFYPEER, 0L); SET(CURLOPT_SSL_VERIFYHOST, 0L); }
+  /* TLS 1.2 at least; the backend's CA, client certificate and checks
+  ** (libcurl reuses a pooled connection only for the same settings) */
+  SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+  const GwrFetchTls *tls = r->tls;
+  if (tls && tls->ca) SET(CURLOPT_CAINFO, tls->ca);
+  else if (f->cfg.ca_file) SET(CURLOPT_CAINFO, f->cfg.ca_file);
+  if (tls && tls->cert) SET(CURLOPT_SSLCERT, tls->cert);
+  if (tls && tls->key) SET(CURLOPT_SSLKEY, tls->key);
+  if (f->cfg.insecure || (tls && tls->no_verify)) { SET(CURLOPT_SSL_VERIFYPEER, 0L); SET(CURLOPT_SSL_VERIFYHOST, 0L); }
   if (x->no_body) {
     SET(CURLOPT_NOBODY, 1L);
   } else if (has_body) {
@@ -679,6 +705,8 @@ void gwr_fetch_resume_send(GwrFetchXfer *x) {
   x->want_send = 1;
   enqueue(x);
 }
+
+int gwr_fetch_sent(const GwrFetchXfer *x) { return x ? x->sent : 1; }
 
 void gwr_fetch_stats(const GwrFetch *f, GwrFetchStats *out) {
   *out = f->st;

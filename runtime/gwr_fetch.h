@@ -81,6 +81,15 @@ typedef struct GwrFetchHeader {
   const char *value; size_t value_len;
 } GwrFetchHeader;
 
+/* TLS of a backend (`backend { tls { … } }`), for https:// URLs. Zeroed:
+** the system's CA store (or the config's ca_file), no client certificate,
+** peer and host name verified. Every transfer needs TLS 1.2 at least. */
+typedef struct GwrFetchTls {
+  const char *ca;                  /* CA bundle (PEM) instead of the system's */
+  const char *cert, *key;          /* client certificate and key (mutual TLS) */
+  int no_verify;                   /* 1: accept any certificate and name */
+} GwrFetchTls;
+
 typedef struct GwrFetchReq {
   const char *url;                 /* full http:// or https:// URL */
   const char *method;              /* "GET", "POST", ...; NULL: GET (or POST
@@ -101,6 +110,8 @@ typedef struct GwrFetchReq {
   size_t max_response;             /* body bytes; 0: the config's. Checked
                                       against Content-Length before on_head,
                                       and while receiving. */
+  const GwrFetchTls *tls;          /* borrowed, read during gwr_fetch_start;
+                                      NULL: the defaults */
   /* Callbacks, all optional. */
   /* Once, when the final status and headers are in (1xx responses are
   ** skipped); the status line is not among h. Return 0, or -1 to abort. */
@@ -149,6 +160,11 @@ void gwr_fetch_cancel(GwrFetchXfer *x);
 ** either when not paused is a no-op. Safe from callbacks. */
 void gwr_fetch_resume_recv(GwrFetchXfer *x);
 void gwr_fetch_resume_send(GwrFetchXfer *x);
+
+/* During x's on_done: whether the request may have reached the server (a
+** connection was up and sending had begun). 0 means it surely did not: the
+** connection failed or timed out first, so any method may be sent again. */
+int  gwr_fetch_sent(const GwrFetchXfer *x);
 
 /* Counters for metrics and tests. */
 typedef struct GwrFetchStats {

@@ -2,7 +2,9 @@
 ** gwr_prog.c — loading a program for gwd: read a .gwb (or compile .gw files
 ** in process), verify it, resolve env() references, evaluate backend
 ** headers, load API keys, and build the router and the per-call extraction
-** paths. Also the server settings: defaults, then the program's server { }.
+** paths; read the TLS files (listener certificates and keys, backend CAs
+** and client certificates) so that a bad one fails the load. Also the
+** server settings: defaults, then the program's server { }.
 */
 #include <ctype.h>
 #include <errno.h>
@@ -13,7 +15,12 @@
 #include <time.h>
 #include <sys/stat.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include "gwr.h"
+#include "gwr_metrics.h"
+#include "gwr_accesslog.h"
 #include "gwc.h"
 
 static int ends_with(const char *s, const char *suf) {
@@ -28,8 +35,17 @@ void gwr_prog_retain(GwrProg *g) { __atomic_add_fetch(&g->refcount, 1, __ATOMIC_
 static void prog_free(GwrProg *g) {
   if (!g) return;
   if (g->router) gwr_router_free(g->router);
+  if (g->tls && g->p->n_servers)
+    for (uint32_t i = 0; i < g->p->servers[0].listen_count; i++) gwr_tls_release(g->tls[i]);
+  free(g->tls);
+  if (g->listen_tls) for (int k = 0; k < GWR_MAX_LISTEN; k++) gwr_tls_release(g->listen_tls[k]);
+  free(g->listen_tls);
   if (g->backends)
-    for (uint32_t i = 0; i < g->p->n_backends; i++) { free(g->backends[i].urls); free(g->backends[i].headers); }
+    for (uint32_t i = 0; i < g->p->n_backends; i++) {
+      free(g->backends[i].urls);
+      free(g->backends[i].headers);
+      gwr_be_free(g->backends[i].be);
+    }
   free(g->backends);
   if (g->jwts) for (uint32_t i = 0; i < g->p->n_auths; i++) gwr_jwt_free(g->jwts[i]);
   free(g->jwts);
@@ -108,6 +124,185 @@ static int load_keys(GwrProg *g, uint32_t a, const char *path, char *err, size_t
   }
   free(text);
   return 0;
+}
+
+/* Whether path opens for reading; else a message naming what it is for. */
+static int tls_file(const char *path, const char *backend, const char *field, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f) return fail(err, errlen, "backend %s: cannot read tls %s '%s': %s", backend, field, path, strerror(errno));
+  fclose(f);
+  return 0;
+}
+
+/* backend { tls { ca cert key verify } }: the paths (resolved by gwc against
+** the .gw file's directory) for libcurl, each file read once now so that a
+** missing or invalid one fails the load instead of every call. */
+static int backend_tls(GwrProg *g, uint32_t b, char *err, size_t errlen) {
+  const GwProgram *p = g->p;
+  const GwBackend *B = &p->backends[b];
+  GwrFetchTls *T = &g->backends[b].tls;
+  const char *name = cstr(p, B->name);
+  T->ca = B->tls_ca != GW_NONE ? cstr(p, B->tls_ca) : NULL;
+  T->cert = B->tls_cert != GW_NONE ? cstr(p, B->tls_cert) : NULL;
+  T->key = B->tls_key != GW_NONE ? cstr(p, B->tls_key) : NULL;
+  T->no_verify = B->tls_verify == 0;
+  int rc = 0;
+  BIO *bio = NULL;
+  X509 *x = NULL;
+  EVP_PKEY *k = NULL;
+  if (T->ca) {
+    if (tls_file(T->ca, name, "ca", err, errlen)) return -1;
+    bio = BIO_new_file(T->ca, "r");
+    x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    if (!x) { rc = fail(err, errlen, "backend %s: tls ca '%s' holds no PEM certificate", name, T->ca); goto done; }
+    X509_free(x); x = NULL;
+    BIO_free(bio); bio = NULL;
+  }
+  if (T->key && !T->cert) { rc = fail(err, errlen, "backend %s: tls key '%s' needs a cert", name, T->key); goto done; }
+  if (T->cert) {
+    const char *kf = T->key ? T->key : T->cert;    /* without key: the key is in the cert file */
+    if (tls_file(T->cert, name, "cert", err, errlen) || tls_file(kf, name, "key", err, errlen)) return -1;
+    bio = BIO_new_file(T->cert, "r");
+    x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio); bio = NULL;
+    if (!x) { rc = fail(err, errlen, "backend %s: tls cert '%s' holds no PEM certificate", name, T->cert); goto done; }
+    bio = BIO_new_file(kf, "r");
+    /* never prompted for: an encrypted key is refused */
+    k = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"") : NULL;
+    if (!k) { rc = fail(err, errlen, "backend %s: tls key '%s' is not a PEM private key (or it is encrypted)", name, kf); goto done; }
+    if (X509_check_private_key(x, k) != 1) {
+      rc = fail(err, errlen, "backend %s: tls key '%s' does not match cert '%s'", name, kf, T->cert);
+      goto done;
+    }
+  }
+done:
+  BIO_free(bio);
+  X509_free(x);
+  EVP_PKEY_free(k);
+  ERR_clear_error();    /* a load may run on a worker (reload): leave its queue empty */
+  return rc;
+}
+
+/* The program's TLS listeners: their certificates and keys are read and
+** checked now, one context set per listener (see gwr_prog_listen_tls for
+** which listener serves with which). */
+static int listeners_tls(GwrProg *g, char *err, size_t errlen) {
+  const GwProgram *p = g->p;
+  g->listen_tls = calloc(GWR_MAX_LISTEN, sizeof *g->listen_tls);
+  if (!g->listen_tls) abort();
+  if (!p->n_servers) return 0;
+  const GwServer *S = &p->servers[0];
+  g->tls = calloc((size_t)S->listen_count + 1, sizeof *g->tls);
+  if (!g->tls) abort();
+  for (uint32_t i = 0; i < S->listen_count; i++) {
+    const GwListen *L = &p->listens[S->listen_first + i];
+    if (!L->tls) continue;
+    GwrTlsPair *pairs = calloc((size_t)L->cert_count + 1, sizeof *pairs);
+    if (!pairs) abort();
+    for (uint32_t k = 0; k < L->cert_count; k++) {
+      pairs[k].cert = cstr(p, p->certs[L->cert_first + k].cert);
+      pairs[k].key = cstr(p, p->certs[L->cert_first + k].key);
+    }
+    char what[300];
+    snprintf(what, sizeof what, "listener %s", cstr(p, L->addr));
+    g->tls[i] = gwr_tls_new(pairs, (int)L->cert_count, what, err, errlen);
+    free(pairs);
+    if (!g->tls[i]) return -1;
+  }
+  return 0;
+}
+
+/* The program's listener of address addr (as written), or -1. */
+static int prog_listener(const GwProgram *p, const char *addr) {
+  if (!p->n_servers) return -1;
+  const GwServer *S = &p->servers[0];
+  for (uint32_t i = 0; i < S->listen_count; i++)
+    if (!strcmp(cstr(p, p->listens[S->listen_first + i].addr), addr)) return (int)i;
+  return -1;
+}
+
+int gwr_prog_listen_tls(GwrProg *g, const GwrSettings *s, char *err, size_t errlen) {
+  GwrTls *made[GWR_MAX_LISTEN] = {0};
+  for (int k = 0; k < s->nlisten && k < GWR_MAX_LISTEN; k++) {
+    const GwrListenTls *L = &s->tls[k];
+    GwrTls *t = NULL;
+    if (L->from_cli) {
+      if (L->on) {
+        char what[300];
+        snprintf(what, sizeof what, "--listen-tls %s", s->listen[k]);
+        if (!(t = gwr_tls_new(L->pairs, L->npairs, what, err, errlen))) goto fail;
+      }
+    } else {
+      int i = prog_listener(g->p, s->listen[k]);
+      t = i >= 0 && g->tls ? g->tls[i] : NULL;
+      if (L->on && !t) {
+        fail(err, errlen, "listener %s serves TLS, but the program has no `listen %s tls { … }` any more "
+             "(a listener changes between plain and TLS only at a restart)", s->listen[k], s->listen[k]);
+        goto fail;
+      }
+      if (!L->on && t) {
+        fail(err, errlen, "listener %s serves plain HTTP, but the program now has `tls` for it "
+             "(a listener changes between plain and TLS only at a restart)", s->listen[k]);
+        goto fail;
+      }
+      if (t) gwr_tls_retain(t);
+    }
+    made[k] = t;
+  }
+  for (int k = 0; k < GWR_MAX_LISTEN; k++) {
+    gwr_tls_release(g->listen_tls[k]);
+    g->listen_tls[k] = made[k];
+  }
+  return 0;
+fail:
+  for (int k = 0; k < GWR_MAX_LISTEN; k++) gwr_tls_release(made[k]);
+  return -1;
+}
+
+/* s as JSON text, quoted and escaped (once, so that a request only copies it). */
+static GwrText json_text(GwrProg *g, const char *pre, const char *s, const char *post) {
+  size_t a = strlen(pre), n = strlen(s), z = strlen(post);
+  char *t = gw_arena_alloc_raw(&g->arena, a + GWR_ALOG_STR_MAX(n) + z + 1);
+  memcpy(t, pre, a);
+  char *e = gwr_alog_str(t + a, s, n);
+  memcpy(e, post, z + 1);
+  return (GwrText){ t, (uint32_t)(e + z - t) };
+}
+
+/* Metric slots by name (a reload finds the slots of the names it had), and
+** what the access log writes of the program: its texts as JSON, and the query
+** parameters it masks. */
+static void metric_slots(GwrProg *g) {
+  const GwProgram *p = g->p;
+  g->ep_slot = gw_arena_alloc(&g->arena, sizeof *g->ep_slot * (p->n_endpoints + 1));
+  for (uint32_t i = 0; i < p->n_endpoints; i++) {
+    const GwEndpoint *E = &p->endpoints[i];
+    char *name = gw_arena_printf(&g->arena, "%s %s", gw_method_names[E->method], cstr(p, E->path));
+    g->ep_slot[i] = gwr_metrics_slot(GWR_MK_ROUTE, name);
+  }
+  g->be_slot = gw_arena_alloc(&g->arena, sizeof *g->be_slot * (p->n_backends + 1));
+  for (uint32_t i = 0; i < p->n_backends; i++) g->be_slot[i] = gwr_metrics_slot(GWR_MK_BACKEND, cstr(p, p->backends[i].name));
+  g->auth_slot = gw_arena_alloc(&g->arena, sizeof *g->auth_slot * (p->n_auths + 1));
+  g->mask_names = gw_arena_alloc(&g->arena, sizeof *g->mask_names * (p->n_auths + 1));
+  for (uint32_t i = 0; i < p->n_auths; i++) {
+    g->auth_slot[i] = gwr_metrics_slot(GWR_MK_POLICY, cstr(p, p->auths[i].name));
+    if (p->auths[i].from == 2) g->mask_names[g->nmask++] = cstr(p, p->auths[i].from_name);
+  }
+  g->limit_slot = gw_arena_alloc(&g->arena, sizeof *g->limit_slot * (p->n_limits + 1));
+  for (uint32_t i = 0; i < p->n_limits; i++) g->limit_slot[i] = gwr_metrics_slot(GWR_MK_LIMIT, cstr(p, p->limits[i].name));
+  g->alog_route = gw_arena_alloc(&g->arena, sizeof *g->alog_route * (p->n_endpoints + 1));
+  g->alog_proxy = gw_arena_alloc(&g->arena, sizeof *g->alog_proxy * (p->n_endpoints + 1));
+  for (uint32_t i = 0; i < p->n_endpoints; i++) {
+    const GwEndpoint *E = &p->endpoints[i];
+    g->alog_route[i] = json_text(g, "", cstr(p, E->path), "");
+    if (E->proxy != GW_NONE)
+      g->alog_proxy[i] = json_text(g, "{\"name\":\"proxy\",\"backend\":", cstr(p, p->backends[E->proxy].name), ",\"status\":");
+  }
+  g->alog_call = gw_arena_alloc(&g->arena, sizeof *g->alog_call * (p->n_calls + 1));
+  for (uint32_t c = 0; c < p->n_calls; c++) {
+    GwrText name = json_text(g, "{\"name\":", cstr(p, p->calls[c].name), ",\"backend\":");
+    g->alog_call[c] = json_text(g, name.p, cstr(p, p->backends[p->calls[c].backend].name), ",\"status\":");
+  }
 }
 
 GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
@@ -222,6 +417,10 @@ GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
     }
   }
 
+  for (uint32_t b = 0; b < p->n_backends; b++)
+    if (backend_tls(g, b, err, errlen)) { prog_free(g); return NULL; }
+  if (listeners_tls(g, err, errlen)) { prog_free(g); return NULL; }
+
   g->auths = calloc((size_t)p->n_auths + 1, sizeof *g->auths);
   for (uint32_t a = 0; a < p->n_auths; a++)
     if (p->auths[a].from == 0) {
@@ -244,10 +443,17 @@ GwrProg *gwr_prog_load(const char *path, FILE *diag, char *err, size_t errlen) {
     }
   for (uint32_t i = 0; i < p->n_limits; i++) if (p->limits[i].store == 1) g->uses_redis = 1;
 
+  /* per backend: targets, health, breaker, connection slots (fresh at every load) */
+  for (uint32_t b = 0; b < p->n_backends; b++) {
+    GwrBeConfig bc;
+    gwr_be_config(&bc, p, b);
+    g->backends[b].be = gwr_be_new(&bc, (const char *const *)g->backends[b].urls, g->backends[b].nurls);
+  }
   g->router = gwr_router_build(p);
   if (!g->router) { fail(err, errlen, "%s: cannot build the route table", path); prog_free(g); return NULL; }
   g->paths = calloc((size_t)p->n_calls + 1, sizeof *g->paths);
   for (uint32_t c = 0; c < p->n_calls; c++) g->paths[c] = gwr_paths_build(&g->arena, p, &p->calls[c]);
+  metric_slots(g);
   return g;
 }
 
@@ -262,16 +468,22 @@ void gwr_settings_defaults(GwrSettings *s) {
   s->max_connections = 10000;
   s->max_json_depth = 64;
   s->limit_keys = 100000;
+  s->cache_size = 64u << 20;
   s->redis_timeout_ms = 50;
   s->admin = "127.0.0.1:9901";
+  s->access_log_fd = 1;
 }
 
 void gwr_settings_from_program(GwrSettings *s, const GwProgram *p) {
   if (!p->n_servers) { s->listen[0] = "8080"; s->nlisten = 1; return; }
   const GwServer *S = &p->servers[0];
   s->nlisten = 0;
-  for (uint32_t i = 0; i < S->listen_count && s->nlisten < GWR_MAX_LISTEN; i++)
-    s->listen[s->nlisten++] = cstr(p, p->listens[S->listen_first + i].addr);
+  for (uint32_t i = 0; i < S->listen_count && s->nlisten < GWR_MAX_LISTEN; i++) {
+    const GwListen *L = &p->listens[S->listen_first + i];
+    memset(&s->tls[s->nlisten], 0, sizeof s->tls[s->nlisten]);
+    s->tls[s->nlisten].on = L->tls != 0;     /* its contexts: the program's (gwr_prog_listen_tls) */
+    s->listen[s->nlisten++] = cstr(p, L->addr);
+  }
   if (!s->nlisten) s->listen[s->nlisten++] = "8080";
   if (S->admin != GW_NONE) s->admin = cstr(p, S->admin);
 #define SET(field, src) if (S->src != GW_NONE) s->field = S->src
@@ -287,12 +499,30 @@ void gwr_settings_from_program(GwrSettings *s, const GwProgram *p) {
   SET(max_connections, max_connections);
   if (S->max_json_depth != GW_NONE) s->max_json_depth = (int)S->max_json_depth;
   SET(limit_keys, limit_keys);
+  SET(cache_size, cache_size);
   SET(redis_timeout_ms, redis_timeout_ms);
   if (S->redis != GW_NONE) s->redis = cstr(p, S->redis);
 #undef SET
 }
 
+static int log_min = 1;                 /* 0 debug, 1 info, 2 warn, 3 error */
+
+static int level_of(const char *name) {
+  static const char *const names[] = { "debug", "info", "warn", "error" };
+  for (int i = 0; i < 4; i++) if (!strcmp(name, names[i])) return i;
+  return -1;
+}
+
+int gwr_log_set_level(const char *name) {
+  int l = level_of(name);
+  if (l < 0) return -1;
+  log_min = l;
+  return 0;
+}
+
 void gwr_log(const char *level, const char *fmt, ...) {
+  int l = level_of(level);
+  if (l >= 0 && l < log_min) return;
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);

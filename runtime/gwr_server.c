@@ -13,6 +13,12 @@
 ** must arrive within header_timeout however slowly it trickles in, a body
 ** within body_timeout), which stops slowloris; an idle keep-alive
 ** connection closes after idle_timeout. Every error answer is JSON.
+**
+** A TLS listener's connection is the same machine over an SSL bufferevent
+** (libevent's bufferevent_openssl, accepting): the handshake runs before
+** the first byte reaches on_read, bounded by the same first deadline; the
+** output is written by the bufferevent (never by evbuffer_write on the
+** socket); a close after a response sends close_notify first.
 */
 #include <errno.h>
 #include <signal.h>
@@ -29,7 +35,12 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 #include <event2/thread.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include "gwr.h"
+#include "gwr_metrics.h"
+#include "gwr_accesslog.h"
 
 enum { CONN_IDLE, CONN_HEAD, CONN_BODY, CONN_BUSY, CONN_WRITING, CONN_LINGER };
 
@@ -52,13 +63,21 @@ const char *gwr_status_text(int s) {
 
 static void conn_free(GwrConn *c) {
   if (!c) return;
-  if (c->ex) { GwrExchange *ex = c->ex; c->ex = NULL; gwr_exchange_abort(ex); }
+  if (c->ex) { GwrExchange *ex = c->ex; c->ex = NULL; gwr_exchange_gone(ex); }
   if (c->prev) c->prev->next = c->next; else c->w->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   if (c->timer) event_free(c->timer);
   if (c->kick) event_free(c->kick);
   if (c->flush) event_free(c->flush);
+  if (c->bev && c->tls) {
+    /* close_notify, once and without waiting, unless the peer is gone
+    ** (on_event made the shutdown quiet then) or it was sent already */
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl && SSL_is_init_finished(ssl) && !(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN)) SSL_shutdown(ssl);
+    ERR_clear_error();
+  }
   if (c->bev) bufferevent_free(c->bev);
+  gwr_tls_release(c->tls_ref);
   gwr_http_free(&c->parser);
   gw_buf_free(&c->body);
   if (!c->admin) __atomic_sub_fetch(&c->w->srv->nconns, 1, __ATOMIC_RELAXED);
@@ -105,7 +124,11 @@ static void flush_out(evutil_socket_t fd, short what, void *arg) {
   (void)fd; (void)what;
   struct evbuffer *out = bufferevent_get_output(c->bev);
   if (bufferevent_get_enabled(c->bev) & EV_WRITE) return;   /* libevent is writing */
-  if (evbuffer_get_length(out)) {
+  if (c->tls) {
+    /* TLS: the bytes must go through SSL_write: the bufferevent writes
+    ** them and calls on_write once they are all out */
+    if (evbuffer_get_length(out)) { bufferevent_enable(c->bev, EV_WRITE); return; }
+  } else if (evbuffer_get_length(out)) {
     /* the bufferevent keeps its output's start frozen; it thaws it for its
     ** own writes the same way */
     evbuffer_unfreeze(out, 1);
@@ -179,11 +202,14 @@ static void write_head(GwrConn *c, struct evbuffer *out, int status, const char 
 void gwr_conn_respond(GwrConn *c, int status, const char *extra, struct evbuffer *body, int head_only) {
   struct evbuffer *out = bufferevent_get_output(c->bev);
   if (c->state == CONN_HEAD || c->state == CONN_BODY) c->keep_alive = 0;   /* the body is never read */
-  size_t n = body ? evbuffer_get_length(body) : 0;
+  size_t n = body ? evbuffer_get_length(body) : 0, before = evbuffer_get_length(out);
   int no_body = status == 204 || status == 304 || status < 200;
   write_head(c, out, status, extra, no_body ? -1 : (int64_t)n, 0);
   if (body && !head_only && !no_body) evbuffer_add_buffer(out, body);
   if (body) evbuffer_free(body);
+  c->resp_status = status;
+  c->resp_bytes += evbuffer_get_length(out) - before;
+  gwr_exchange_answered(c);            /* metrics, access log */
   c->ex = NULL;
   c->state = CONN_WRITING;
   if (!c->keep_alive) c->closing = 1;
@@ -209,17 +235,23 @@ void gwr_conn_error(GwrConn *c, int status, const char *msg, const char *extra) 
 }
 
 void gwr_conn_stream_head(GwrConn *c, int status, const char *headers, int chunked) {
+  struct evbuffer *out = bufferevent_get_output(c->bev);
+  size_t before = evbuffer_get_length(out);
   c->resp_started = 1;
-  write_head(c, bufferevent_get_output(c->bev), status, headers, -1, chunked);
+  c->resp_status = status;
+  write_head(c, out, status, headers, -1, chunked);
+  c->resp_bytes += evbuffer_get_length(out) - before;
   flush_soon(c);
 }
 
 void gwr_conn_stream_data(GwrConn *c, const char *p, size_t n, int chunked) {
   struct evbuffer *out = bufferevent_get_output(c->bev);
   if (!n) return;
+  size_t before = evbuffer_get_length(out);
   if (chunked) evbuffer_add_printf(out, "%zx\r\n", n);
   evbuffer_add(out, p, n);
   if (chunked) evbuffer_add(out, "\r\n", 2);
+  c->resp_bytes += evbuffer_get_length(out) - before;
   flush_soon(c);
 }
 
@@ -229,6 +261,8 @@ static void next_request(GwrConn *c) {
   c->streaming = 0;
   c->body_full = 0;
   c->resp_started = 0;
+  c->resp_status = 0;
+  c->resp_bytes = 0;
   write_timeout(c, 0);
   gwr_http_reset(&c->parser);
   if (c->body.cap > 65536) gw_buf_free(&c->body);     /* no big buffer kept per idle connection */
@@ -240,9 +274,10 @@ static void next_request(GwrConn *c) {
 
 void gwr_conn_stream_end(GwrConn *c, int chunked, int ok) {
   struct evbuffer *out = bufferevent_get_output(c->bev);
-  if (chunked && ok) evbuffer_add(out, "0\r\n\r\n", 5);
+  if (chunked && ok) { evbuffer_add(out, "0\r\n\r\n", 5); c->resp_bytes += 5; }
   if (!ok) c->keep_alive = 0;          /* a truncated body: the client must see the close */
   if (c->state == CONN_HEAD || c->state == CONN_BODY) c->keep_alive = 0;   /* the upload was not all read */
+  gwr_exchange_answered(c);            /* metrics, access log */
   c->ex = NULL;
   c->paused_by = 0;
   c->state = CONN_WRITING;
@@ -261,6 +296,7 @@ static void drive(GwrConn *c) {
     if (avail == 0 && c->state != CONN_BODY) return;
     if (c->state == CONN_IDLE) {
       c->state = CONN_HEAD;
+      c->t0_us = gwr_now_us();
       arm(c, s->set.header_timeout_ms);
     }
     struct evbuffer_iovec v = { NULL, 0 };
@@ -285,6 +321,7 @@ static void drive(GwrConn *c) {
       }
     }
     evbuffer_drain(in, used);
+    if (!c->admin) GWR_M_ADD(c->w->metrics->bytes_in, used);
     switch (r) {
     case GWR_HTTP_MORE:
       if (avail == 0) return;                        /* need more bytes */
@@ -391,6 +428,14 @@ static void on_read(struct bufferevent *bev, void *arg) {
 static void linger(GwrConn *c) {
   c->state = CONN_LINGER;
   write_timeout(c, 0);
+  if (c->tls) {
+    /* close_notify before the FIN: the client can tell the end of the
+    ** response from a truncation. The output is drained, so the alert goes
+    ** straight to the socket; if it does not fit, the FIN alone follows. */
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl) SSL_shutdown(ssl);
+    ERR_clear_error();
+  }
   shutdown(bufferevent_getfd(c->bev), SHUT_WR);
   evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
   c->lingered = 0;
@@ -409,9 +454,32 @@ static void on_write(struct bufferevent *bev, void *arg) {
   next_request(c);
 }
 
+/* A TLS handshake failed: count it, close quietly. One log line a minute
+** per worker at most (a scanner must not be able to flood the log). */
+static void tls_failed(GwrConn *c) {
+  GwrWorker *w = c->w;
+  uint64_t n = __atomic_add_fetch(&w->tls_handshake_failures, 1, __ATOMIC_RELAXED);
+  unsigned long e = bufferevent_get_openssl_error(c->bev);
+  struct timeval tv;
+  if (event_base_gettimeofday_cached(w->base, &tv) != 0) gettimeofday(&tv, NULL);
+  if (!w->tls_logged_at || tv.tv_sec - w->tls_logged_at >= 60) {
+    w->tls_logged_at = tv.tv_sec;
+    gwr_log("info", "tls: a handshake from %s failed (%s); worker %d has counted %llu failed handshakes "
+            "(this line: once a minute at most)", c->peer, gwr_tls_reason(e), w->id, (unsigned long long)n);
+  } else {
+    gwr_log("debug", "tls: a handshake from %s failed (%s)", c->peer, gwr_tls_reason(e));
+  }
+  conn_free(c);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg) {
   GwrConn *c = arg;
   (void)bev;
+  if (c->tls && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))) {
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if ((what & BEV_EVENT_ERROR) && ssl && !SSL_is_init_finished(ssl)) { tls_failed(c); return; }
+    if (ssl) SSL_set_quiet_shutdown(ssl, 1);   /* the peer is gone or stuck: no close_notify */
+  }
   if (what & BEV_EVENT_TIMEOUT) { conn_free(c); return; }   /* the client stopped reading */
   if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
     /* a half-closed client still gets the response already being written;
@@ -445,17 +513,32 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
   }
 }
 
-static void accept_conn(GwrWorker *w, evutil_socket_t fd, struct sockaddr *sa, int admin) {
+/* k: the public listener (index into s->set.listen), -1 for the admin one. */
+static void accept_conn(GwrWorker *w, evutil_socket_t fd, struct sockaddr *sa, int admin, int k) {
   GwrServer *s = w->srv;
   if (!admin && (__atomic_add_fetch(&s->nconns, 1, __ATOMIC_RELAXED) > (int)s->set.max_connections || s->stopping)) {
     __atomic_sub_fetch(&s->nconns, 1, __ATOMIC_RELAXED);
+    GWR_M_ADD(w->metrics->conns_refused, 1);
     evutil_closesocket(fd);            /* accept and close: never a busy loop */
     return;
+  }
+  /* a TLS listener's contexts come with the worker's program (a reload
+  ** brings new ones); without them the connection is refused, never
+  ** served in plain text */
+  GwrTls *tls = NULL;
+  if (!admin && (k < 0 || k >= s->set.nlisten || s->set.tls[k].on)) {
+    tls = k >= 0 && k < s->set.nlisten && w->prog->listen_tls ? w->prog->listen_tls[k] : NULL;
+    if (!tls) {
+      __atomic_sub_fetch(&s->nconns, 1, __ATOMIC_RELAXED);
+      evutil_closesocket(fd);
+      return;
+    }
   }
   GwrConn *c = calloc(1, sizeof *c);
   if (!c) { evutil_closesocket(fd); if (!admin) __atomic_sub_fetch(&s->nconns, 1, __ATOMIC_RELAXED); return; }
   c->w = w;
   c->admin = admin;
+  if (!admin) GWR_M_ADD(w->metrics->conns, 1);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (sa->sa_family == AF_INET)
@@ -467,7 +550,23 @@ static void accept_conn(GwrWorker *w, evutil_socket_t fd, struct sockaddr *sa, i
   GwrHttpLimits lim = s->set.http;
   lim.max_body = UINT64_MAX;
   gwr_http_init(&c->parser, &lim);
-  c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+  if (tls) {
+    SSL *ssl = gwr_tls_ssl_new(tls);
+    c->bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (c->bev) {
+      c->tls = 1;
+      c->tls_ref = tls;
+      gwr_tls_retain(tls);
+      /* a client that closes without close_notify is an EOF, as on a plain
+      ** connection (most HTTP clients do); a TLS error stays an error */
+      bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+      if (ssl) SSL_free(ssl);          /* the bufferevent did not take it, nor the socket */
+      evutil_closesocket(fd);
+    }
+  } else {
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+  }
   c->timer = evtimer_new(w->base, on_timer, c);
   c->kick = evtimer_new(w->base, on_kick, c);
   c->flush = event_new(w->base, -1, 0, flush_out, c);
@@ -485,13 +584,16 @@ static void accept_conn(GwrWorker *w, evutil_socket_t fd, struct sockaddr *sa, i
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg) {
-  (void)l; (void)salen;
-  accept_conn(arg, fd, sa, 0);
+  GwrWorker *w = arg;
+  int k = 0;
+  (void)salen;
+  while (k < w->nls && w->ls[k] != l) k++;
+  accept_conn(w, fd, sa, 0, k < w->nls ? k : -1);
 }
 
 static void on_accept_admin(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg) {
   (void)l; (void)salen;
-  accept_conn(arg, fd, sa, 1);
+  accept_conn(arg, fd, sa, 1, -1);
 }
 
 /* Out of file descriptors (EMFILE/ENFILE): the listening socket stays
@@ -580,6 +682,77 @@ GwrProg *gwr_worker_prog(GwrWorker *w) {
   return w->prog;
 }
 
+/* ---- reload -------------------------------------------------------------------- */
+
+/* On the worker's loop: take up the server's current program. New requests
+** get it from here on; those in flight keep the reference they hold. */
+static void on_swap(evutil_socket_t fd, short what, void *arg) {
+  GwrWorker *w = arg;
+  GwrServer *s = w->srv;
+  (void)fd; (void)what;
+  pthread_mutex_lock(&s->prog_mu);
+  GwrProg *g = s->prog;
+  gwr_prog_retain(g);
+  pthread_mutex_unlock(&s->prog_mu);
+  GwrProg *old = w->prog;
+  w->prog = g;
+  gwr_prog_release(old);
+  if (g->uses_redis && s->set.redis && !w->redis) {
+    char rerr[256];
+    w->redis = gwr_redis_new(w->base, s->set.redis, s->set.redis_timeout_ms, rerr, sizeof rerr);
+    if (!w->redis) gwr_log("warn", "redis: %s (limits with store redis apply on_error)", rerr);
+  }
+}
+
+/* The diagnostics of a refused program, as log lines. */
+static void log_diagnostics(const char *text) {
+  const char *p = text;
+  int n = 0;
+  while (p && *p && n < 50) {
+    const char *e = strchr(p, '\n');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len) { gwr_log("error", "reload: %.*s", (int)len, p); n++; }
+    p = e ? e + 1 : NULL;
+  }
+}
+
+int gwr_server_reload(GwrServer *s, char *msg, size_t msglen) {
+  pthread_mutex_lock(&s->reload_mu);
+  char err[512] = "";
+  char *diag = NULL;
+  size_t dlen = 0;
+  FILE *df = open_memstream(&diag, &dlen);
+  GwrProg *g = gwr_prog_load(s->program_path, df ? df : stderr, err, sizeof err);
+  if (df) fclose(df);
+  /* the TLS contexts of the listeners served, from the files as they are now */
+  if (g && gwr_prog_listen_tls(g, &s->set, err, sizeof err) != 0) { gwr_prog_release(g); g = NULL; }
+  int rc = 0;
+  if (!g) {
+    if (diag) log_diagnostics(diag);
+    gwr_log("error", "reload of %s refused: %s (the current program keeps serving)", s->program_path, err);
+    snprintf(msg, msglen, "refused: %s", err);
+    pthread_mutex_lock(&s->prog_mu);
+    s->reloads_failed++;
+    pthread_mutex_unlock(&s->prog_mu);
+    rc = -1;
+  } else {
+    pthread_mutex_lock(&s->prog_mu);
+    GwrProg *old = s->prog;
+    s->prog = g;
+    uint64_t gen = ++s->generation;
+    s->reloads_ok++;
+    pthread_mutex_unlock(&s->prog_mu);
+    for (int i = 0; i < s->nworkers; i++) event_active(s->workers[i].swap_ev, EV_READ, 0);
+    gwr_prog_release(old);
+    gwr_log("info", "reloaded %s: generation %llu, %u endpoints", s->program_path,
+            (unsigned long long)gen, g->p->n_endpoints);
+    snprintf(msg, msglen, "reloaded: generation %llu, %u endpoints", (unsigned long long)gen, g->p->n_endpoints);
+  }
+  free(diag);
+  pthread_mutex_unlock(&s->reload_mu);
+  return rc;
+}
+
 int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
   signal(SIGPIPE, SIG_IGN);
   evthread_use_pthreads();
@@ -592,12 +765,16 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
       setrlimit(RLIMIT_NOFILE, &rl);
     }
   }
+  pthread_mutex_init(&s->prog_mu, NULL);
+  pthread_mutex_init(&s->reload_mu, NULL);
+  if (!s->generation) s->generation = 1;
+  if (!s->boot) { s->boot = s->prog; gwr_prog_retain(s->boot); }
   if (s->nworkers <= 0) s->nworkers = 1;
-  if (s->nworkers > 64) s->nworkers = 64;
+  if (s->nworkers > GWR_MAX_WORKERS) s->nworkers = GWR_MAX_WORKERS;
   s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
   int has_admin = s->set.admin && s->set.admin[0];
   /* bind every listener first, so a port in use fails before anything starts */
-  static evutil_socket_t fds[64][GWR_MAX_LISTEN + 1];
+  static evutil_socket_t fds[GWR_MAX_WORKERS][GWR_MAX_LISTEN + 1];
   for (int i = 0; i < s->nworkers; i++) {
     for (int k = 0; k < s->set.nlisten; k++) {
       fds[i][k] = bind_socket(s->set.listen[k], 1, i == 0, err, errlen);
@@ -614,7 +791,6 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
     w->id = i;
     w->prog = s->prog;
     gwr_prog_retain(w->prog);
-    w->inflight = calloc((size_t)w->prog->p->n_backends + 1, sizeof *w->inflight);
     /* The epoll changelist folds the changes made to a descriptor within one
     ** pass of the loop into one epoll_ctl: libcurl's socket callback turns
     ** reading off and on again around every transfer on a reused
@@ -626,12 +802,16 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
     if (ec) event_config_free(ec);
     if (!w->base) w->base = event_base_new();
     w->fetch = gwr_fetch_new(w->base, NULL);
+    w->metrics = gwr_metrics_new();
+    if (!w->metrics) abort();              /* a few hundred KB at start */
+    w->alog = gwr_alog_new(w->base, s->set.access_log_fd);
     if (w->prog->uses_redis && s->set.redis) {
       char rerr[256];
       w->redis = gwr_redis_new(w->base, s->set.redis, s->set.redis_timeout_ms, rerr, sizeof rerr);
       if (!w->redis) gwr_log("warn", "redis: %s (limits with store redis apply on_error)", rerr);
     }
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->swap_ev = event_new(w->base, -1, 0, on_swap, w);
     int nl = s->set.nlisten + (i == 0 && has_admin ? 1 : 0);
     w->resume_ev = evtimer_new(w->base, on_resume_accept, w);
     for (int k = 0; k < nl; k++) {
@@ -642,6 +822,7 @@ int gwr_server_start(GwrServer *s, char *err, size_t errlen) {
     }
   }
   for (int i = 0; i < s->nworkers; i++) pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+  s->health = gwr_health_start(s);       /* active health checks: their own thread */
   return 0;
 fail:
   free(s->workers);
@@ -660,17 +841,23 @@ void gwr_server_stop(GwrServer *s) {
   }
   for (int i = 0; i < s->nworkers; i++) event_base_loopbreak(s->workers[i].base);
   for (int i = 0; i < s->nworkers; i++) pthread_join(s->workers[i].thread, NULL);
+  gwr_health_stop(s->health);
+  s->health = NULL;
   for (int i = 0; i < s->nworkers; i++) {
     GwrWorker *w = &s->workers[i];
     while (w->conns) conn_free(w->conns);      /* past the drain deadline */
+    gwr_alog_free(w->alog);                    /* writes what is buffered */
+    w->alog = NULL;
     for (int k = 0; k < w->nls; k++) if (w->ls[k]) evconnlistener_free(w->ls[k]);
     gwr_fetch_free(w->fetch);
     if (w->redis) gwr_redis_free(w->redis);
     gwr_prog_release(w->prog);
-    free(w->inflight);
     event_free(w->stop_ev);
+    event_free(w->swap_ev);
     event_free(w->resume_ev);
     event_base_free(w->base);
+    free(w->metrics);
+    w->metrics = NULL;
   }
   free(s->workers);
   s->workers = NULL;

@@ -268,7 +268,7 @@ def test_unit_binaries():
 
 def test_e2e():
     """End-to-end: gwd and mock backends (and redis-server) on loopback."""
-    for suite in ("run.py", "auth.py"):
+    for suite in ("run.py", "auth.py", "reload.py", "tls.py", "ops.py", "resilience.py", "cache.py"):
         e2e_suite(suite)
 
 

@@ -216,6 +216,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def setup(self):
+        super().setup()
+        self.server.mock._conn_opened(self.connection)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            self.server.mock._conn_closed(self.connection)
+
     def handle_one_request(self):
         try:
             super().handle_one_request()
@@ -239,13 +249,18 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class Mock:
-    def __init__(self):
+    """port: 0 for a free one, or a given port (to bring back a killed mock)."""
+
+    def __init__(self, port=0):
         self.lock = threading.Lock()
         self.routes = {}
         self.prefixes = {}
         self.log = []
         self.counts = {}
-        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.conns = set()          # open client connections (sockets)
+        self.conns_peak = 0         # most open at once since start / reset_peak()
+        self.conns_total = 0        # accepted since start
+        self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.mock = self
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d" % self.port
@@ -259,6 +274,37 @@ class Mock:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+    def kill(self):
+        """Stop listening and cut every open connection (like a crashed
+        process: connects are refused, pooled connections see a reset)."""
+        self.stop()
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _conn_opened(self, sock):
+        with self.lock:
+            self.conns.add(sock)
+            self.conns_total += 1
+            self.conns_peak = max(self.conns_peak, len(self.conns))
+
+    def _conn_closed(self, sock):
+        with self.lock:
+            self.conns.discard(sock)
+
+    def open_connections(self):
+        with self.lock:
+            return len(self.conns)
+
+    def reset_peak(self):
+        with self.lock:
+            self.conns_peak = len(self.conns)
 
     def route(self, path, **kw):
         r = Route(**kw)

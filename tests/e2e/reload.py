@@ -1,0 +1,415 @@
+#!/usr/bin/python3
+"""End-to-end tests of gwd's hot reload and graceful drain: a real gwd per test,
+its program rewritten on disk, SIGHUP or the admin's POST /reload, SIGTERM.
+
+    /usr/bin/python3 tests/e2e/reload.py [BUILD_DIR] [-k SUBSTRING] [-v]
+
+Prints one "FAIL e2e-reload/NAME: why" line per failure and ends with
+"N passed, N failed" (exit 1 if anything failed). Standard library only.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from mock import Mock  # noqa: E402
+from gwd import Gwd, Conn, free_port, suite_args  # noqa: E402
+
+BUILD, FILTER, VERBOSE = suite_args(sys.argv[1:], ROOT)
+GWD_EXE = os.path.join(BUILD, "gwd")
+GWC_EXE = os.path.join(BUILD, "gwc")
+
+passed = 0
+failed = 0
+TESTS = []
+MOCK = None
+
+
+class Fail(Exception):
+    pass
+
+
+def test(f):
+    TESTS.append((f.__name__.replace("test_", "", 1), f))
+    return f
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def eq(actual, expected, what):
+    if actual != expected:
+        raise Fail("%s: expected %r, got %r" % (what, expected, actual))
+
+
+def program(v, delay_path="/slow"):
+    """Version v of the test program: /v answers v; /slow waits for the mock."""
+    return """
+server {{ drain 30s }}
+backend m {{ url "{M}" timeout 10s }}
+endpoint GET /v {{ respond {{ v: {v} }} }}
+endpoint GET /slow {{ s = m GET "{D}"; respond {{ v: {v}, s: s.ok }} }}
+""".format(M=MOCK.url, v=v, D=delay_path)
+
+
+class Server:
+    """gwd on a program directory, with an admin port."""
+
+    def __init__(self, text, extra=()):
+        self.admin = free_port()
+        self.g = Gwd(BUILD, {"main.gw": text}, workers=2,
+                     extra_args=["--admin", "127.0.0.1:%d" % self.admin] + list(extra))
+        if not self.g.start():
+            raise Fail(self.g.start_error)
+
+    def write(self, text):
+        path = os.path.join(self.g.prog, "main.gw")
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+
+    def admin_req(self, method, target):
+        c = Conn(self.admin, timeout=30)
+        try:
+            return c.request(method, target)
+        finally:
+            c.close()
+
+    def v(self):
+        r = self.g.get("/v")
+        eq(r.status, 200, "GET /v status")
+        return json.loads(r.body)["v"]
+
+    def stop(self):
+        return self.g.stop(5.0)
+
+
+def wait_for(fn, want, secs=5.0, what="value"):
+    end = time.monotonic() + secs
+    last = None
+    while time.monotonic() < end:
+        last = fn()
+        if last == want:
+            return
+        time.sleep(0.05)
+    raise Fail("%s: waited %.0f s for %r, last %r" % (what, secs, want, last))
+
+
+@test
+def test_sighup_reloads():
+    s = Server(program(1))
+    try:
+        eq(s.v(), 1, "before")
+        s.write(program(2))
+        s.g.proc.send_signal(signal.SIGHUP)
+        wait_for(s.v, 2, what="/v after SIGHUP")
+        check('"reloaded' in s.g.stderr(), "no reload log line: %s" % s.g.stderr()[-500:])
+        r = s.admin_req("GET", "/ready")
+        eq(r.status, 200, "/ready after a reload")
+    finally:
+        eq(s.stop(), 0, "exit code")
+
+
+@test
+def test_admin_post_reload():
+    s = Server(program(1))
+    try:
+        s.write(program(2))
+        r = s.admin_req("POST", "/reload")
+        eq(r.status, 200, "POST /reload status")
+        body = json.loads(r.body)
+        eq(body["status"], "reloaded", "status")
+        eq(body["generation"], 2, "generation")
+        # the workers take it up on their loops: at once for practical purposes
+        wait_for(s.v, 2, secs=2, what="/v after POST /reload")
+        r = s.admin_req("GET", "/reload")
+        eq(r.status, 405, "GET /reload")
+        eq(r.header("Allow"), "POST", "Allow")
+        # the public listener does not serve the admin API
+        r = s.g.request("POST", "/reload")
+        eq(r.status, 404, "POST /reload on the public port")
+    finally:
+        s.stop()
+
+
+@test
+def test_broken_program_refused():
+    s = Server(program(1))
+    try:
+        s.write(program(1).replace("respond { v: 1 }", "respond { v: 1 "))   # a syntax error
+        r = s.admin_req("POST", "/reload")
+        eq(r.status, 422, "POST /reload of a broken program")
+        body = json.loads(r.body)
+        eq(body["status"], "refused", "status")
+        eq(body["generation"], 1, "generation unchanged")
+        eq(s.v(), 1, "the old program keeps serving")
+        err = s.g.stderr()
+        check("main.gw:" in err and "refused" in err, "no diagnostic with file:line in the log: %s" % err[-800:])
+        # SIGHUP with the broken program: refused again, still serving
+        s.g.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        check(s.g.alive(), "gwd died on a broken reload")
+        eq(s.v(), 1, "still the old program after SIGHUP")
+        # fixed: the next reload goes through, generation 2 (refusals do not count)
+        s.write(program(3))
+        r = s.admin_req("POST", "/reload")
+        eq(json.loads(r.body)["generation"], 2, "generation after a good reload")
+        wait_for(s.v, 3, what="/v after the fix")
+    finally:
+        eq(s.stop(), 0, "exit code")
+
+
+@test
+def test_reload_under_load():
+    s = Server(program(0))
+    stop = threading.Event()
+    errors = []
+    seen = set()
+    counts = [0]
+    lock = threading.Lock()
+
+    def loop(keepalive):
+        c = None
+        while not stop.is_set():
+            try:
+                if c is None:
+                    c = Conn(s.g.port, timeout=10)
+                r = c.request("GET", "/v")
+                if r.status != 200:
+                    raise Exception("status %d %r" % (r.status, r.body[:200]))
+                with lock:
+                    seen.add(json.loads(r.body)["v"])
+                    counts[0] += 1
+                if not keepalive or r.header("Connection") == "close":
+                    c.close()
+                    c = None
+            except Exception as e:    # noqa: BLE001 - every failure counts
+                errors.append(repr(e))
+                if c:
+                    c.close()
+                c = None
+        if c:
+            c.close()
+
+    threads = [threading.Thread(target=loop, args=(i % 2 == 0,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for v in range(1, 7):
+            time.sleep(0.25)
+            s.write(program(v))
+            if v % 2:
+                s.g.proc.send_signal(signal.SIGHUP)
+            else:
+                eq(s.admin_req("POST", "/reload").status, 200, "POST /reload %d" % v)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    try:
+        eq(errors[:3], [], "failed requests during reloads (of %d)" % counts[0])
+        check(counts[0] > 100, "only %d requests made" % counts[0])
+        check(len(seen) >= 3, "the load saw versions %r only" % sorted(seen))
+        wait_for(s.v, 6, secs=2, what="/v at the end")
+    finally:
+        eq(s.stop(), 0, "exit code")
+
+
+@test
+def test_inflight_finishes_on_old_program():
+    MOCK.json("/slow", {"ok": True}, delay=1.0)
+    s = Server(program(1))
+    try:
+        out = {}
+
+        def slow():
+            out["r"] = s.g.get("/slow", timeout=10)
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.3)
+        s.write(program(2))
+        eq(s.admin_req("POST", "/reload").status, 200, "reload")
+        eq(s.v(), 2, "a new request sees the new program")
+        t.join(10)
+        r = out.get("r")
+        check(r is not None, "the in-flight request did not finish")
+        eq(r.status, 200, "in-flight status")
+        eq(json.loads(r.body), {"v": 1, "s": True}, "the in-flight request finished on its program")
+    finally:
+        eq(s.stop(), 0, "exit code")
+
+
+@test
+def test_reload_gwb():
+    s = Server(program(1))      # for its temp dir only
+    s.stop()
+    work = s.g.dir
+    gw_src = os.path.join(work, "p.gw")
+    gwb = os.path.join(work, "p.gwb")
+
+    def build(v):
+        with open(gw_src, "w") as f:
+            f.write(program(v))
+        r = subprocess.run([GWC_EXE, "build", "-o", gwb + ".tmp", gw_src], capture_output=True, text=True)
+        eq(r.returncode, 0, "gwc build: %s" % r.stderr)
+        os.replace(gwb + ".tmp", gwb)
+    build(1)
+    port, admin = free_port(), free_port()
+    err = open(os.path.join(work, "gwb.stderr"), "wb")
+    p = subprocess.Popen([GWD_EXE, "--listen", "127.0.0.1:%d" % port, "--admin", "127.0.0.1:%d" % admin,
+                          "--workers", "1", gwb], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+        def v():
+            c = Conn(port)
+            try:
+                return json.loads(c.request("GET", "/v").body)["v"]
+            finally:
+                c.close()
+        eq(v(), 1, "the .gwb before")
+        build(2)
+        p.send_signal(signal.SIGHUP)
+        wait_for(v, 2, what="the .gwb after SIGHUP")
+        # a corrupt .gwb is refused by the verifier; the old program serves on
+        with open(gwb, "r+b") as f:
+            f.seek(40)
+            f.write(b"\xff\xff\xff\xff")
+        p.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        eq(v(), 2, "after a corrupt .gwb")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        code = p.wait(10)
+        err.close()
+    eq(code, 0, "exit code")
+
+
+@test
+def test_drain_finishes_inflight():
+    MOCK.json("/slow2", {"ok": True}, delay=1.2)
+    s = Server(program(1, "/slow2"))
+    out = {}
+
+    def slow():
+        try:
+            out["r"] = s.g.get("/slow", timeout=10)
+        except Exception as e:  # noqa: BLE001
+            out["e"] = repr(e)
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    s.g.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # draining: the public port takes no new connection; the admin says 503
+    refused = False
+    try:
+        c = socket.create_connection(("127.0.0.1", s.g.port), timeout=1)
+        c.sendall(b"GET /v HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.settimeout(2)
+        data = c.recv(100)
+        refused = data == b""
+        c.close()
+    except OSError:
+        refused = True
+    check(refused, "a new connection was served while draining")
+    r = s.admin_req("GET", "/ready")
+    eq(r.status, 503, "/ready while draining")
+    t.join(10)
+    check("r" in out, "the in-flight request failed: %r" % out.get("e"))
+    eq(out["r"].status, 200, "in-flight status")
+    eq(json.loads(out["r"].body), {"v": 1, "s": True}, "in-flight body")
+    code = s.g.proc.wait(10)
+    eq(code, 0, "exit code after the drain")
+    check(time.monotonic() - t0 < 5, "the drain took %.1f s" % (time.monotonic() - t0))
+
+
+@test
+def test_second_signal_exits_now():
+    MOCK.json("/slow3", {"ok": True}, delay=8)
+    s = Server(program(1, "/slow3"))
+    c = Conn(s.g.port, timeout=10)
+    try:
+        c.send(c.build("GET", "/slow"))
+        time.sleep(0.3)
+        s.g.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        check(s.g.alive(), "gwd exited at the first signal with a request in flight")
+        t0 = time.monotonic()
+        s.g.proc.send_signal(signal.SIGTERM)
+        code = s.g.proc.wait(5)
+        check(time.monotonic() - t0 < 1.5, "the second signal took %.1f s" % (time.monotonic() - t0))
+        check(code != 0, "exit code %r after a second signal" % code)
+    finally:
+        c.close()
+
+
+def run_one(name, fn):
+    global passed, failed
+    t0 = time.monotonic()
+    why = None
+    try:
+        fn()
+    except Fail as e:
+        why = str(e)
+    except Exception as e:  # noqa: BLE001
+        why = "%s: %s" % (type(e).__name__, e)
+    if why is None:
+        passed += 1
+        if VERBOSE:
+            print("ok   %-40s %6.0f ms" % (name, (time.monotonic() - t0) * 1000))
+    else:
+        failed += 1
+        print("FAIL e2e-reload/%s: %s" % (name, why.replace("\n", " ")[:600]))
+        sys.stdout.flush()
+
+
+def main():
+    global MOCK, failed
+    if not os.path.exists(GWD_EXE):
+        print("FAIL e2e-reload: %s not found (build it first)" % GWD_EXE)
+        print("0 passed, 1 failed")
+        return 1
+
+    def watchdog():
+        print("FAIL e2e-reload: the suite exceeded 180 s; stopping")
+        print("%d passed, %d failed" % (passed, failed + 1))
+        sys.stdout.flush()
+        os._exit(1)
+    wd = threading.Timer(180, watchdog)
+    wd.daemon = True
+    wd.start()
+    MOCK = Mock().start()
+    MOCK.json("/slow", {"ok": True}, delay=1.0)
+    try:
+        for name, fn in TESTS:
+            if FILTER and FILTER not in name:
+                continue
+            run_one(name, fn)
+    finally:
+        MOCK.stop()
+        wd.cancel()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
