@@ -133,7 +133,7 @@ bench: bench-compile bench-jwt bench-gateway
 # 127.0.0.1:9001-9004) and the gateway with endpoints/ on 127.0.0.1:8080.
 run demo: all
 	@echo "demo: the gateway on http://127.0.0.1:8080, admin on 127.0.0.1:9901, mock backends on 127.0.0.1:9001-9004 (Ctrl-C stops all)"
-	$(Q)$(B)/gwd --workers 1 examples/mock-backends & mock=$$!; \
+	$(Q)$(B)/gwd --workers 1 --access-log off examples/mock-backends & mock=$$!; \
 	  trap 'kill $$mock 2>/dev/null' EXIT INT TERM; \
 	  $(B)/gwd --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 endpoints
 
