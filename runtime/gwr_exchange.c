@@ -489,7 +489,7 @@ static void on_xc_wake(evutil_socket_t fd, short what, void *arg) {
     gwr_cache_unwait(cache, x->key, &x->w);            /* at the deadline it is still queued */
     GwrCacheEntry *e = NULL;
     uint64_t f = 0;
-    if (ex->finished || !ex->c) ;
+    if (ex->finished || !ex->c) { /* the client left: nothing to answer */ }
     else if (what & EV_TIMEOUT) finish_error(ex, 504, "timeout");
     else if (gwr_cache_get(cache, GWR_CACHE_RESPONSE, x->key, now_ms(), NULL, &e, &f) == GWR_CACHE_HIT) xc_serve(ex, e);
     else {
