@@ -90,6 +90,18 @@ class Env:
             c.close()
         eq(r.status, 200, "POST /reload: %r" % r.body)
 
+    def metric(self, sample):
+        """The value of one sample line of /metrics (name{labels}), or None."""
+        c = Conn(self.admin, timeout=30)
+        try:
+            r = c.request("GET", "/metrics")
+        finally:
+            c.close()
+        for line in r.body.decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
     def close(self):
         code = self.g.stop(5.0) if self.g.proc else 0
         for m in self.mocks:
@@ -217,11 +229,14 @@ backend b {
 endpoint GET /x { w = b GET "/d"; respond { m: w.m } }
 endpoint GET /o { w = b GET "/d" optional; respond { m: w.m } }
 """, L=live.url, D=dport)
-    with Env(prog, [live]) as e:
+    with Env(prog, [live], admin=True) as e:
         statuses = [e.get("/x").status for _ in range(10)]
         eq(statuses.count(502), 5, "502s before the ejection (%r)" % statuses)
         errs = [e.get("/x") for _ in range(10)]
         eq([r.status for r in errs], [200] * 10, "after 5 failures in a row the dead target is out")
+        eq(e.metric('gw_backend_target_up{backend="b",target="1"}'), 0, "metrics: the dead target is down")
+        eq(e.metric('gw_backend_target_up{backend="b",target="0"}'), 1, "metrics: the live one is up")
+        eq(e.metric('gw_backend_target_ejections_total{backend="b",target="1"}'), 1, "metrics: one ejection")
         check("out of rotation" in e.g.stderr(), "no log line about the ejection")
         # brought back on the same port: after the cooldown it serves again
         back = Mock(port=dport).start()
@@ -331,10 +346,14 @@ backend b {
 endpoint GET /x { w = b GET "/b"; respond { m: w.m } }
 endpoint GET /o { w = b GET "/b" default "fallback"; respond { m: w } }
 """, M=m.url)
-    with Env(prog, [m]) as e:
+    with Env(prog, [m], admin=True) as e:
+        eq(e.metric('gw_backend_breaker_state{backend="b",state="closed"}'), 1, "metrics: closed at start")
         for i in range(3):
             eq(body(e.get("/x")), {"error": "status", "backend": "b"}, "failure %d" % i)
         eq(m.count("/b"), 3, "calls made")
+        eq(e.metric('gw_backend_breaker_state{backend="b",state="open"}'), 1, "metrics: open")
+        eq(e.metric('gw_backend_breaker_state{backend="b",state="closed"}'), 0, "metrics: not closed")
+        eq(e.metric('gw_backend_breaker_opens_total{backend="b"}'), 1, "metrics: opened once")
         t0 = time.monotonic()
         r = e.get("/x")
         check(time.monotonic() - t0 < 0.5, "an open breaker answers at once")
@@ -359,6 +378,7 @@ endpoint GET /o { w = b GET "/b" default "fallback"; respond { m: w } }
         for _ in range(5):
             eq(e.get("/x").status, 200, "closed")
         eq(m.count("/b"), 9, "calls made (3 failures, the probe, 5)")
+        eq(e.metric('gw_backend_breaker_state{backend="b",state="closed"}'), 1, "metrics: closed again")
 
 
 @test
