@@ -299,12 +299,13 @@ void gwr_metrics_render(GwrServer *s, GwBuf *b) {
   ** (it may carry credentials). */
   pthread_mutex_lock(&s->prog_mu);
   GwrProg *g = s->prog;
-  gwr_prog_retain(g);
+  if (g) gwr_prog_retain(g);
   pthread_mutex_unlock(&s->prog_mu);
   uint64_t now = gwr_be_now_ms();
+  uint32_t nb = g ? g->p->n_backends : 0;
   family(b, "gw_backend_breaker_state", "gauge",
          "The circuit breaker of each backend that declares one: 1 for its state (closed, open, half_open), 0 for the others.");
-  for (uint32_t i = 0; i < g->p->n_backends; i++) {
+  for (uint32_t i = 0; i < nb; i++) {
     const GwrBe *be = g->backends[i].be;
     int st = be ? gwr_be_breaker_state(be) : -1;
     if (st < 0) continue;
@@ -312,21 +313,21 @@ void gwr_metrics_render(GwrServer *s, GwBuf *b) {
     for (int k = 0; k < 3; k++) sample_u64(b, "gw_backend_breaker_state", "backend", bn, "state", gwr_br_state_names[k], st == k);
   }
   family(b, "gw_backend_breaker_opens_total", "counter", "Times each backend's circuit breaker opened (since the program was loaded).");
-  for (uint32_t i = 0; i < g->p->n_backends; i++) {
+  for (uint32_t i = 0; i < nb; i++) {
     const GwrBe *be = g->backends[i].be;
     if (!be || gwr_be_breaker_state(be) < 0) continue;
     sample_u64(b, "gw_backend_breaker_opens_total", "backend", gw_const_str(g->p, g->p->backends[i].name, NULL),
                NULL, NULL, gwr_be_breaker_opens(be));
   }
   family(b, "gw_backend_retries_total", "counter", "Retries of backend calls and proxied requests (since the program was loaded).");
-  for (uint32_t i = 0; i < g->p->n_backends; i++) {
+  for (uint32_t i = 0; i < nb; i++) {
     const GwrBe *be = g->backends[i].be;
     if (be) sample_u64(b, "gw_backend_retries_total", "backend", gw_const_str(g->p, g->p->backends[i].name, NULL),
                        NULL, NULL, gwr_be_retries(be));
   }
   family(b, "gw_backend_target_up", "gauge",
          "1 while a backend's url (target: its position, from 0, among the backend's urls) is in rotation, 0 while ejected or down.");
-  for (uint32_t i = 0; i < g->p->n_backends; i++) {
+  for (uint32_t i = 0; i < nb; i++) {
     const GwrBe *be = g->backends[i].be;
     if (!be) continue;
     const char *bn = gw_const_str(g->p, g->p->backends[i].name, NULL);
@@ -340,7 +341,7 @@ void gwr_metrics_render(GwrServer *s, GwBuf *b) {
   }
   family(b, "gw_backend_target_ejections_total", "counter",
          "Times a backend's url was taken out of rotation, by passive or active health checks (since the program was loaded).");
-  for (uint32_t i = 0; i < g->p->n_backends; i++) {
+  for (uint32_t i = 0; i < nb; i++) {
     const GwrBe *be = g->backends[i].be;
     if (!be) continue;
     const char *bn = gw_const_str(g->p, g->p->backends[i].name, NULL);
@@ -352,7 +353,7 @@ void gwr_metrics_render(GwrServer *s, GwBuf *b) {
       sample_u64(b, "gw_backend_target_ejections_total", "backend", bn, "target", idx, ts.ejections);
     }
   }
-  gwr_prog_release(g);
+  if (g) gwr_prog_release(g);
 
   /* the program */
   pthread_mutex_lock(&s->prog_mu);
