@@ -146,7 +146,12 @@ Node *gwc_value(GwcCompiler *C, int kind, const GwcToken *t) {
     u = t->s + k;
     uint64_t mul = !strcmp(u, "ms") ? 1 : !strcmp(u, "s") ? 1000 : !strcmp(u, "m") ? 60000
                  : !strcmp(u, "h") ? 3600000 : 86400000;
-    if (v > (1ull << 40) / mul) ok = 0;
+    /* the .gwb keeps milliseconds in 32 bits: past that a duration would wrap */
+    if (ok && v > UINT32_MAX / mul) {
+      gwc_diag(C, DIAG_ERROR, t->file, t->off, t->len, "duration '%s' is too long (at most 49d)", t->s);
+      n->ival = UINT32_MAX;              /* reported once: no follow-up diagnostics */
+      return n;
+    }
     n->ival = v * mul;
     break;
   }
@@ -154,7 +159,12 @@ Node *gwc_value(GwcCompiler *C, int kind, const GwcToken *t) {
     uint64_t v = digits(t->s, t->n, &k, &ok);
     u = t->s + k;
     uint64_t mul = !strcmp(u, "b") ? 1 : !strcmp(u, "kb") ? 1024 : !strcmp(u, "mb") ? 1048576 : 1073741824;
-    if (v > (1ull << 40) / mul) ok = 0;
+    /* the .gwb keeps sizes in 32 bits: past that a size would wrap */
+    if (ok && v > UINT32_MAX / mul) {
+      gwc_diag(C, DIAG_ERROR, t->file, t->off, t->len, "size '%s' is too large (at most 4095mb)", t->s);
+      n->ival = UINT32_MAX;
+      return n;
+    }
     n->ival = v * mul;
     break;
   }

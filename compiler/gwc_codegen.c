@@ -510,7 +510,7 @@ static void cg_backend(Cg *g, Node *d) {
   B.br_cooldown_ms = br ? optv(br->list, "cooldown", 10000) : 10000;
   B.health_path = he ? kstr(g, hp ? hp->s : "/health") : GW_NONE;
   B.health_every_ms = he ? optv(he->list, "every", 5000) : 5000;
-  B.health_failures = he ? optv(he->list, "failures", 2) : 2;
+  B.health_failures = he ? optv(he->list, "failures", 5) : 5;   /* passive health: failed calls in a row */
   B.health_cooldown_ms = he ? optv(he->list, "cooldown", 10000) : 10000;
   B.headers = hb;
   B.tls_ca = tls ? file_path(g, first_val(tls->list, "ca")) : GW_NONE;

@@ -2,7 +2,8 @@
 ** gwd_main.c — the gwd command line:
 **
 **   gwd [--listen ADDR]… [--listen-tls ADDR (--tls-cert FILE --tls-key FILE)…]…
-**       [--admin ADDR] [--workers N] [--access-log FILE|off] [--log-level LEVEL]
+**       [--admin ADDR] [--workers N] [--drain-timeout MS|DURATION]
+**       [--access-log FILE|off] [--log-level LEVEL]
 **       [--check] PROGRAM
 **
 ** PROGRAM is a .gwb, a .gw file or a directory of them (compiled in
@@ -17,6 +18,7 @@
 */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,62 @@ static void on_signal(int sig) {
   got_signal = sig;
 }
 
+/* --drain-timeout: a whole number of milliseconds, or one with a unit as in
+** the language (250ms, 30s, 2m, 1h). 0, or -1 for anything else. */
+static int parse_drain(const char *a, uint32_t *ms) {
+  char *end;
+  errno = 0;
+  if (a[0] < '0' || a[0] > '9') return -1;
+  unsigned long long v = strtoull(a, &end, 10);
+  unsigned long long unit = 1;
+  if (!strcmp(end, "s")) unit = 1000;
+  else if (!strcmp(end, "m")) unit = 60000;
+  else if (!strcmp(end, "h")) unit = 3600000;
+  else if (*end && strcmp(end, "ms")) return -1;
+  if (errno || v > UINT32_MAX / unit) return -1;
+  *ms = (uint32_t)(v * unit);
+  return 0;
+}
+
+/* The compiler's diagnostics of the program, as log lines at level (warn:
+** the warnings of a program that loaded; error: why it did not): stderr
+** holds only JSON lines. */
+static void log_diagnostics(const char *text, const char *level) {
+  for (const char *p = text; p && *p;) {
+    const char *e = strchr(p, '\n');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    char line[901];
+    if (len > 900) len = 900;
+    memcpy(line, p, len);
+    line[len] = 0;
+    /* a quoted source line that is not UTF-8 would make the message null */
+    if (!gw_utf8_valid(line, len))
+      for (size_t i = 0; i < len; i++) if ((unsigned char)line[i] >= 0x80) line[i] = '?';
+    if (len) gwr_log(level, "load: %s", line);
+    p = e ? e + 1 : NULL;
+  }
+}
+
+/* A failure that stops gwd once its command line is read: a JSON log line
+** (error), like everything gwd says on stderr while it runs — or, for
+** --check (a command a person runs), the plain "gwd: …" line. */
+static int checking;
+static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fatal(const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (checking) fprintf(stderr, "gwd: %s\n", msg);
+  else {
+    /* a path in the message need not be UTF-8 (the log line would lose it) */
+    if (!gw_utf8_valid(msg, strlen(msg)))
+      for (char *q = msg; *q; q++) if ((unsigned char)*q >= 0x80) *q = '?';
+    gwr_log("error", "%s", msg);
+  }
+}
+
 /* A --listen-tls is complete: a pair at least, no --tls-cert left without
 ** its --tls-key. 0, or -1 after a message. */
 static int tls_complete(const GwrListenTls *L, const char *addr, const char *cert) {
@@ -47,12 +105,14 @@ static int tls_complete(const GwrListenTls *L, const char *addr, const char *cer
 
 static void usage(FILE *out) {
   fputs("usage: gwd [--listen ADDR]... [--listen-tls ADDR --tls-cert FILE --tls-key FILE...]...\n"
-        "           [--admin ADDR] [--workers N] [--drain-timeout MS] [--check] PROGRAM\n"
+        "           [--admin ADDR] [--workers N] [--drain-timeout MS|DURATION] [--check] PROGRAM\n"
         "  PROGRAM is a .gwb file, a .gw file or a directory of .gw files\n"
         "  ADDR is PORT, HOST:PORT or [V6]:PORT; --admin \"\" disables the admin listener\n"
         "  --listen and --listen-tls (HTTPS) together replace the program's listeners;\n"
         "  each --listen-tls takes the --tls-cert FILE --tls-key FILE pairs that follow it\n"
         "  (PEM; one pair at least; with several, the client's SNI picks)\n"
+        "  --drain-timeout  how long SIGTERM waits for requests in flight: milliseconds,\n"
+        "                   or a duration (250ms, 30s, 2m); default: server { drain }, else 30s\n"
         "  --check loads and verifies PROGRAM, prints a summary, exits 0 or 1\n"
         "  --access-log FILE|off  the access log (JSON lines) appended to FILE, or none;\n"
         "                         default: stdout\n"
@@ -64,7 +124,8 @@ int main(int argc, char **argv) {
   static GwrListenTls ltls[GWR_MAX_LISTEN];      /* per listen[] */
   const char *cert = NULL;                       /* a --tls-cert waiting for its --tls-key */
   int nlisten = 0, workers = -1, check = 0;
-  long drain = -1;
+  uint32_t drain = 0;
+  int has_drain = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if ((!strcmp(a, "--listen") || !strcmp(a, "-l") || !strcmp(a, "--listen-tls")) && i + 1 < argc) {
@@ -100,7 +161,13 @@ int main(int argc, char **argv) {
       char *end;
       workers = (int)strtol(argv[++i], &end, 10);
       if (*end || workers < 1 || workers > 64) { fprintf(stderr, "gwd: --workers takes 1 to 64\n"); return 2; }
-    } else if (!strcmp(a, "--drain-timeout") && i + 1 < argc) drain = strtol(argv[++i], NULL, 10);
+    } else if (!strcmp(a, "--drain-timeout") && i + 1 < argc) {
+      if (parse_drain(argv[++i], &drain) != 0) {
+        fprintf(stderr, "gwd: --drain-timeout takes milliseconds or a duration (500, 250ms, 30s, 2m), not '%s'\n", argv[i]);
+        return 2;
+      }
+      has_drain = 1;
+    }
     else if (!strcmp(a, "--check")) check = 1;
     else if (!strcmp(a, "--version")) { printf("gwd %s (bytecode format %u)\n", GWD_VERSION, GW_FORMAT_VERSION); return 0; }
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
@@ -127,19 +194,23 @@ int main(int argc, char **argv) {
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) { fprintf(stderr, "gwd: cannot initialize libcurl\n"); return 1; }
+  checking = check;
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) { fatal("cannot initialize libcurl"); return 1; }
   char err[512];
-  GwrProg *g = gwr_prog_load(program, stderr, err, sizeof err);
-  if (!g) { fprintf(stderr, "gwd: %s\n", err); curl_global_cleanup(); return 1; }
-  if (check) {
-    const GwProgram *p = g->p;
-    printf("gwd: %s: ok: %u endpoints, %u backends, %u calls, %u auth policies, %u limits, %u blocks\n",
-           program, p->n_endpoints, p->n_backends, p->n_calls, p->n_auths, p->n_limits, p->n_blocks);
-    gwr_prog_release(g);
+  /* the compiler's diagnostics: as gwc prints them for --check, else as
+  ** JSON log lines */
+  char *diag = NULL;
+  size_t dlen = 0;
+  FILE *df = check ? NULL : open_memstream(&diag, &dlen);
+  GwrProg *g = gwr_prog_load(program, df ? df : stderr, err, sizeof err);
+  if (df) fclose(df);
+  log_diagnostics(diag, g ? "warn" : "error");
+  free(diag);
+  if (!g) {
+    fatal("%s", err);
     curl_global_cleanup();
-    return 0;
+    return 1;
   }
-
   GwrServer srv;
   memset(&srv, 0, sizeof srv);
   gwr_settings_defaults(&srv.set);
@@ -148,21 +219,39 @@ int main(int argc, char **argv) {
     srv.set.nlisten = nlisten;
     for (int i = 0; i < nlisten; i++) { srv.set.listen[i] = listen[i]; srv.set.tls[i] = ltls[i]; }
   }
-  /* the TLS contexts of the listeners served (a reload builds them again) */
+  /* the TLS contexts of the listeners served (a reload builds them again);
+  ** --check checks those of --listen-tls too: a start would fail on them */
   if (gwr_prog_listen_tls(g, &srv.set, err, sizeof err) != 0) {
-    fprintf(stderr, "gwd: %s\n", err);
+    fatal("%s", err);
     gwr_prog_release(g);
     curl_global_cleanup();
     return 1;
   }
+  if (check) {
+    const GwProgram *p = g->p;
+    printf("gwd: %s: ok: %u endpoints, %u backends, %u calls, %u auth policies, %u limits, %u blocks\n",
+           program, p->n_endpoints, p->n_backends, p->n_calls, p->n_auths, p->n_limits, p->n_blocks);
+    gwr_prog_release(g);
+    curl_global_cleanup();
+    return 0;
+  }
   if (admin) srv.set.admin = admin;
-  if (drain >= 0) srv.set.drain_ms = (uint32_t)drain;
+  /* The admin API has no authentication: a bare port ("9901", ":9901"),
+  ** from the command line or server { admin }, is on loopback. Any other
+  ** interface must be named (0.0.0.0:9901, [::]:9901). */
+  static char admin_lo[32];
+  const char *ap = srv.set.admin && srv.set.admin[0] == ':' ? srv.set.admin + 1 : srv.set.admin;
+  if (ap && ap[0] && strlen(ap) <= 5 && strspn(ap, "0123456789") == strlen(ap)) {
+    snprintf(admin_lo, sizeof admin_lo, "127.0.0.1:%s", ap);
+    srv.set.admin = admin_lo;
+  }
+  if (has_drain) srv.set.drain_ms = drain;
   int alog_fd = -1;                               /* the file --access-log opened */
   if (access_log && !strcmp(access_log, "off")) srv.set.access_log_fd = -1;
   else if (access_log) {
     alog_fd = open(access_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (alog_fd < 0) {
-      fprintf(stderr, "gwd: cannot open access log '%s': %s\n", access_log, strerror(errno));
+      fatal("cannot open access log '%s': %s", access_log, strerror(errno));
       gwr_prog_release(g);
       curl_global_cleanup();
       return 1;
@@ -179,7 +268,7 @@ int main(int argc, char **argv) {
   srv.cache = gwr_cache_new(srv.set.cache_size);   /* one per process: it outlives reloads */
 
   if (gwr_server_start(&srv, err, sizeof err) != 0) {
-    fprintf(stderr, "gwd: %s\n", err);
+    fatal("%s", err);
     gwr_prog_release(g);
     curl_global_cleanup();
     return 1;

@@ -229,6 +229,12 @@ static int secret_name(const char *raw, size_t n, const char *const *names, int 
   return 0;
 }
 
+/* Whether a query value v[0..n) looks like a JWT, whatever its name: a
+** base64url JSON header ("eyJ", that is '{"') and a dot after it. */
+static int jwt_like(const char *v, size_t n) {
+  return n > 4 && !memcmp(v, "eyJ", 3) && memchr(v + 3, '.', n - 3) != NULL;
+}
+
 char *gwr_alog_target(char *o, const char *t, size_t n, const char *const *names, int nnames) {
   if (n && t[0] != '/' && !(n == 1 && t[0] == '*')) {       /* absolute-form: keep the path */
     const char *s = memchr(t, ':', n);
@@ -248,8 +254,11 @@ char *gwr_alog_target(char *o, const char *t, size_t n, const char *const *names
     const char *amp = memchr(p, '&', (size_t)(e - p));
     if (!amp) amp = e;
     const char *eq = memchr(p, '=', (size_t)(amp - p));
-    if (eq && secret_name(p, (size_t)(eq - p), names, nnames)) {
+    if (eq && (secret_name(p, (size_t)(eq - p), names, nnames) || jwt_like(eq + 1, (size_t)(amp - eq - 1)))) {
       o = esc(o, p, (size_t)(eq + 1 - p), t, n, &utf8);
+      memcpy(o, "***", 3);
+      o += 3;
+    } else if (!eq && jwt_like(p, (size_t)(amp - p))) {   /* a token as a bare parameter */
       memcpy(o, "***", 3);
       o += 3;
     } else {

@@ -64,7 +64,8 @@ char *gwr_alog_ms(char *o, uint64_t us);
 ** that may carry a secret replaced by ***: a name (percent-decoded, any case)
 ** that is one of names[0..n) (the program's `from query` names), or that is
 ** or ends with token, key, secret, password, passwd, signature, credential,
-** or is code, sig, auth, jwt, session. An absolute-form target loses its
+** or is code, sig, auth, jwt, session; and any value (or bare parameter)
+** that looks like a JWT ("eyJ…" with a dot). An absolute-form target loses its
 ** scheme and authority (which could hold user:password@). At most
 ** GWR_ALOG_TARGET_MAX(n) bytes. */
 #define GWR_ALOG_TARGET_MAX(n) (9 * (size_t)(n) + 8)

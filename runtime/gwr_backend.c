@@ -83,7 +83,7 @@ void gwr_be_config(GwrBeConfig *c, const GwProgram *p, uint32_t b) {
   c->name = gw_const_str(p, B->name, NULL);
   c->least_requests = B->balance == 1;
   c->max_connections = B->max_connections;
-  c->passive_failures = GWR_BE_PASSIVE_FAILURES;
+  c->passive_failures = B->health_failures;      /* health { failures }: calls in a row (passive) */
   c->passive_cooldown_ms = B->health_cooldown_ms;
   c->breaker = B->breaker != 0;
   c->br_failures = B->br_failures;
@@ -91,7 +91,7 @@ void gwr_be_config(GwrBeConfig *c, const GwProgram *p, uint32_t b) {
   c->br_cooldown_ms = B->br_cooldown_ms;
   c->health_path = B->health_path != GW_NONE ? gw_const_str(p, B->health_path, NULL) : NULL;
   c->health_every_ms = B->health_every_ms;
-  c->health_failures = B->health_failures;
+  c->health_failures = GWR_BE_CHECK_FAILURES;
 }
 
 GwrBe *gwr_be_new(const GwrBeConfig *c, const char *const *urls, int nurls) {

@@ -35,6 +35,8 @@ typedef struct GwrBe GwrBe;
 
 /* Failed calls in a row that take a target out of rotation (passive health). */
 #define GWR_BE_PASSIVE_FAILURES 5
+/* Failed active checks in a row that take a target down (one passing check brings it back). */
+#define GWR_BE_CHECK_FAILURES 2
 /* The breaker's `failures` is capped (it sizes a ring of failure times). */
 #define GWR_BE_MAX_BREAKER_FAILURES 10000
 /* Active checks: `every` is at least this, a check times out within min(every, this). */

@@ -361,10 +361,25 @@ int gwr_cache_keyed_by_identity(const GwrProg *g, uint32_t e) {
   return (!jwt || reads(p, E, GW_ROOT_JWT, "sub")) && (!apikey || reads(p, E, GW_ROOT_CLIENT, "name"));
 }
 
-int gwr_cache_request_key(const GwrProg *g, uint32_t e, GwrVm *vm, int method, const GwrPath *path,
+/* Whether v names somebody: not null (missing) and not "". */
+static int names_someone(const GwValue *v) {
+  return v && !GWV_IS_NULL(v) && !(v->type == GWV_STRING && v->n == 0);
+}
+
+int gwr_cache_request_key(const GwrProg *g, uint32_t e, GwrVm *vm, int method, const GwrPath *path, int auth_by,
                           unsigned char key[32]) {
   const GwProgram *p = g->p;
   const GwEndpoint *E = &p->endpoints[e];
+  int auth = !E->auth_none && E->auth_count;
+  if (auth) {
+    /* the caller must be somebody: a token without `sub` (or an API key
+    ** without a client name) would share one entry with every other such
+    ** caller of the policy */
+    if (auth_by < 0 || (uint32_t)auth_by >= E->auth_count) return -1;
+    int jwt = p->auths[p->authrefs[E->auth_first + (uint32_t)auth_by].auth].type == 0;
+    if (!names_someone(jwt ? gwv_get(vm->roots[GW_ROOT_JWT], "sub", 3) : gwv_get(vm->roots[GW_ROOT_CLIENT], "name", 4)))
+      return -1;
+  }
   GwBuf k = {0};
   kput(&k, "gw-cache/1 response", 19);
   kput_program(&k, g);
@@ -389,7 +404,8 @@ int gwr_cache_request_key(const GwrProg *g, uint32_t e, GwrVm *vm, int method, c
     if (!v) { gw_buf_free(&k); return -1; }
     kput_value(&k, v);
   }
-  if (!E->auth_none && E->auth_count) {             /* who admitted it: never two issuers' users alike */
+  if (auth) {                                        /* who admitted it: never two issuers' or policies' users alike */
+    kput_u32(&k, (uint32_t)auth_by);
     kput_value(&k, gwv_get(vm->roots[GW_ROOT_JWT], "iss", 3));
     kput_value(&k, gwv_get(vm->roots[GW_ROOT_CLIENT], "name", 4));
   }

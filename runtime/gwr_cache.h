@@ -146,11 +146,15 @@ struct GwrPath;
 ** request input the endpoint reads (its `inputs`, from the data flow), as
 ** the JSON text of the value the endpoint sees (a name it reads and the
 ** request lacks is null, as the endpoint sees it); the `by` values; and,
-** for an endpoint with auth, the token's `iss` and client.name. vm holds
-** the request's roots and parameters and runs the `by` blocks. Returns 0,
-** or -1 when a `by` expression fails (the request is not cached). */
+** for an endpoint with auth, the policy that admitted the request
+** (auth_by: its position in the endpoint's `auth` list), the token's `iss`
+** and client.name. vm holds the request's roots and parameters and runs
+** the `by` blocks. Returns 0, or -1 when the request is not to be cached:
+** a `by` expression fails, or the endpoint has auth and the caller has no
+** identity (admitted by a JWT without a `sub`, null or "", or by an API
+** key without a client name). */
 int  gwr_cache_request_key(const struct GwrProg *g, uint32_t e, struct GwrVm *vm, int method,
-                           const struct GwrPath *path, unsigned char key[32]);
+                           const struct GwrPath *path, int auth_by, unsigned char key[32]);
 /* Whether endpoint e's key holds who is calling, as an endpoint with auth
 ** needs before it is cached: jwt.sub (or the whole jwt) when a JWT policy
 ** may admit the request, client.name (or the whole client) when an API-key

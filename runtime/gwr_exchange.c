@@ -86,6 +86,7 @@ struct GwrExchange {
   char            reqid[80];
   char            traceparent[64];
   const char     *client_name;
+  int             auth_by;      /* the endpoint's auth policy (its position in the list) that admitted it */
   GwrFetchXfer   *pxfer;        /* proxy */
   int             pchunked, pstarted;
   int             streaming;    /* the request body streams up as it arrives */
@@ -409,28 +410,54 @@ static unsigned request_cc(const GwrHttpReq *r, uint64_t *max_age) {
   return cc;
 }
 
+/* Add name to a Vary list being built in h (once; *n: names so far). */
+static void vary_add(GwBuf *h, size_t at, int *n, const char *name) {
+  size_t len = strlen(name);
+  for (const char *q = h->p + at + 6; *n && q < h->p + h->n;) {   /* past "Vary: " */
+    const char *e = memchr(q, ',', (size_t)(h->p + h->n - q));
+    if (!e) e = h->p + h->n;
+    if ((size_t)(e - q) == len && !strncasecmp(q, name, len)) return;
+    q = e + 2;
+  }
+  gw_buf_adds(h, (*n)++ ? ", " : "Vary: ");
+  gw_buf_adds(h, name);
+}
+
 /* The Cache-Control of an answer the cache holds, for the caches after the
 ** gateway (unless the endpoint set its own): `public` when the key is the
-** URL (path and query) and named request headers — those then listed in
-** Vary —, `private` when it holds anything of the caller (auth, jwt,
-** client, the body, every header) or the endpoint is not a GET. max-age is
-** the endpoint's duration: a hit also carries Age, and a cache after the
-** gateway counts what is left from the two (RFC 9111 4.2). */
+** URL (path and query) and named request headers, `private` when it holds
+** anything of the caller (auth, jwt, client, the body, every header) or
+** the endpoint is not a GET. max-age is the endpoint's duration: a hit also
+** carries Age, and a cache after the gateway counts what is left from the
+** two (RFC 9111 4.2). Vary names the request headers the answer depends on
+** — those the endpoint reads and, with auth, those that carry the
+** credentials (a browser's own cache must not hand one account's answer to
+** the next one logged in) —, or is `*` when it reads them all. */
 static void downstream(GwrExchange *ex, GwBuf *h, unsigned flags) {
   if (flags & GWR_CRESP_OWN_CC) return;
   const GwProgram *p = ex->p;
   const GwEndpoint *E = ex->E;
-  int priv = (!E->auth_none && E->auth_count) || E->method != GW_METHOD_GET, vary = 0;
+  int auth = !E->auth_none && E->auth_count;
+  int priv = auth || E->method != GW_METHOD_GET, all = 0, vary = 0;
   for (uint32_t i = 0; i < E->input_count; i++) {
     const GwInput *in = &p->inputs[E->input_first + i];
-    if (in->root == GW_ROOT_JWT || in->root == GW_ROOT_CLIENT || in->root == GW_ROOT_BODY ||
-        (in->root == GW_ROOT_HEADERS && in->name == GW_NONE)) priv = 1;
+    if (in->root == GW_ROOT_JWT || in->root == GW_ROOT_CLIENT || in->root == GW_ROOT_BODY) priv = 1;
+    if (in->root == GW_ROOT_HEADERS && in->name == GW_NONE) priv = all = 1;
   }
-  for (uint32_t i = 0; !priv && i < E->input_count; i++) {
-    const GwInput *in = &p->inputs[E->input_first + i];
-    if (in->root != GW_ROOT_HEADERS) continue;
-    gw_buf_adds(h, vary++ ? ", " : "Vary: ");
-    gw_buf_adds(h, cstr(p, in->name));
+  size_t at = h->n;
+  if (all) {
+    gw_buf_adds(h, "Vary: *");
+    vary = 1;
+  } else {
+    for (uint32_t i = 0; i < E->input_count; i++) {
+      const GwInput *in = &p->inputs[E->input_first + i];
+      if (in->root == GW_ROOT_HEADERS) vary_add(h, at, &vary, cstr(p, in->name));
+    }
+    for (uint32_t i = 0; auth && i < E->auth_count; i++) {
+      uint32_t ai = p->authrefs[E->auth_first + i].auth;
+      if (p->auths[ai].from == 0 && ex->g->auths[ai].header) vary_add(h, at, &vary, ex->g->auths[ai].header);
+      else if (p->auths[ai].from == 1) vary_add(h, at, &vary, "cookie");
+    }
   }
   if (vary) gw_buf_adds(h, "\r\n");
   gw_buf_printf(h, "Cache-Control: %s, max-age=%u\r\n", priv ? "private" : "public", E->cache_ms / 1000);
@@ -521,7 +548,7 @@ static int xc_lookup(GwrExchange *ex) {
   uint64_t max_age = 0;
   unsigned cc = request_cc(r, &max_age);
   if ((cc & GWR_CC_NO_STORE) || !gwr_cache_keyed_by_identity(ex->g, ex->m.endpoint) ||
-      gwr_cache_request_key(ex->g, ex->m.endpoint, &ex->vm, r->method, &ex->path, x->key) != 0) {
+      gwr_cache_request_key(ex->g, ex->m.endpoint, &ex->vm, r->method, &ex->path, ex->auth_by, x->key) != 0) {
     x->off = 1;
     return 0;
   }
@@ -555,7 +582,8 @@ static int xc_lookup(GwrExchange *ex) {
 ** header line, [own, own_end) the endpoint's own; eb is the body or NULL):
 ** store it when a shared cache may — a cacheable status, nothing partial,
 ** no call failed (a guard may have hidden it), no backend answer said
-** private, no-store or no-cache, nor the endpoint's own Cache-Control —,
+** private, no-store or no-cache, nor the endpoint's own Cache-Control, and
+** the endpoint sets no cookie —,
 ** and then tell the caches after the gateway. The flight this request led
 ** ends either way. */
 static void xc_store(GwrExchange *ex, int status, GwBuf *h, size_t own, size_t own_end, struct evbuffer *eb) {
@@ -573,6 +601,7 @@ static void xc_store(GwrExchange *ex, int status, GwBuf *h, size_t own, size_t o
       flags |= GWR_CRESP_OWN_CC;
       if (gwr_cache_control(l + 14, (size_t)(end - l - 14), NULL) & (GWR_CC_NO_STORE | GWR_CC_NO_CACHE | GWR_CC_PRIVATE)) ok = 0;
     }
+    if (!strncasecmp(l, "set-cookie:", 11)) ok = 0;     /* a cookie (a session) is one client's, never everyone's */
     l = end + 1;
   }
   size_t blen = eb ? evbuffer_get_length(eb) : 0;
@@ -1244,7 +1273,7 @@ static int check_auth(GwrExchange *ex, GwValue *query) {
     const GwAuth *A = &ex->p->auths[ai];
     int r;
     if (A->type == 1) {
-      if ((r = apikey_check(ex, A, query)) < 0) return 0;
+      if ((r = apikey_check(ex, A, query)) < 0) { ex->auth_by = (int)i; return 0; }
       if (i < sizeof why_not) why_not[i] = (uint8_t)r;
       continue;
     }
@@ -1268,6 +1297,7 @@ static int check_auth(GwrExchange *ex, GwValue *query) {
         continue;
       }
     }
+    ex->auth_by = (int)i;
     return 0;
   }
   for (uint32_t i = 0; i < E->auth_count && i < sizeof why_not; i++)
@@ -1748,12 +1778,19 @@ static void routes_json(GwrServer *s, GwBuf *j) {
 static void admin(GwrConn *c, const GwrPath *path) {
   GwrServer *s = c->w->srv;
   struct evbuffer *b = evbuffer_new();
-  if (path->path_len == 7 && !memcmp(path->path, "/health", 7)) {
-    evbuffer_add_printf(b, "{\"status\":\"ok\"}");
-    gwr_conn_respond(c, 200, "Content-Type: application/json\r\n", b, 0);
-  } else if (path->path_len == 6 && !memcmp(path->path, "/ready", 6)) {
-    evbuffer_add_printf(b, s->stopping ? "{\"status\":\"draining\"}" : "{\"status\":\"ready\"}");
-    gwr_conn_respond(c, s->stopping ? 503 : 200, "Content-Type: application/json\r\n", b, 0);
+  int hm = c->parser.req.method;
+  if ((path->path_len == 7 && !memcmp(path->path, "/health", 7)) ||
+      (path->path_len == 6 && !memcmp(path->path, "/ready", 6))) {
+    /* load balancers check with GET or HEAD (an answer to HEAD has no body:
+    ** on a kept-alive connection one would be read as the next answer) */
+    if (hm != GW_METHOD_GET && hm != GW_METHOD_HEAD) {
+      evbuffer_free(b);
+      gwr_conn_error(c, 405, "method not allowed", "Allow: GET, HEAD\r\n");
+      return;
+    }
+    int ready = path->path_len == 6, code = ready && s->stopping ? 503 : 200;
+    evbuffer_add_printf(b, !ready ? "{\"status\":\"ok\"}" : s->stopping ? "{\"status\":\"draining\"}" : "{\"status\":\"ready\"}");
+    gwr_conn_respond(c, code, "Content-Type: application/json\r\n", b, hm == GW_METHOD_HEAD);
   } else if ((path->path_len == 8 && !memcmp(path->path, "/metrics", 8)) ||
              (path->path_len == 7 && !memcmp(path->path, "/routes", 7))) {
     int m = c->parser.req.method, metrics = path->path_len == 8;
@@ -1776,20 +1813,23 @@ static void admin(GwrConn *c, const GwrPath *path) {
       return;
     }
     /* the same as SIGHUP; the load runs here, on the admin's worker (a few
-    ** milliseconds for a .gwb, the compile time for .gw sources) */
+    ** milliseconds for a .gwb, the compile time for .gw sources). Not while
+    ** draining: SIGHUP is ignored then, and so is this (503). */
     char msg[600];
-    int rc = gwr_server_reload(s, msg, sizeof msg);
+    int draining = s->stopping;
+    int rc = draining ? -1 : gwr_server_reload(s, msg, sizeof msg);
+    if (draining) snprintf(msg, sizeof msg, "draining: gwd is stopping; the program is not reloaded");
     GwBuf j = {0};
-    GwValue m = { .type = GWV_STRING, .n = (uint32_t)strlen(msg), .u = { .s = msg } };
     pthread_mutex_lock(&s->prog_mu);
     unsigned long long gen = (unsigned long long)s->generation;
     pthread_mutex_unlock(&s->prog_mu);
-    gw_buf_printf(&j, "{\"status\":\"%s\",\"generation\":%llu,\"message\":", rc ? "refused" : "reloaded", gen);
-    gwv_json(&m, &j);
+    gw_buf_printf(&j, "{\"status\":\"%s\",\"generation\":%llu,\"message\":",
+                  draining ? "draining" : rc ? "refused" : "reloaded", gen);
+    gwr_alog_buf_str(&j, msg, strlen(msg));      /* a file name need not be UTF-8: escaped, never lost */
     gw_buf_adds(&j, "}");
     evbuffer_add(b, j.p, j.n);
     gw_buf_free(&j);
-    gwr_conn_respond(c, rc ? 422 : 200, "Content-Type: application/json\r\n", b, 0);
+    gwr_conn_respond(c, draining ? 503 : rc ? 422 : 200, "Content-Type: application/json\r\n", b, 0);
   } else {
     evbuffer_free(b);
     gwr_conn_error(c, 404, "not found", NULL);

@@ -454,21 +454,36 @@ static void on_write(struct bufferevent *bev, void *arg) {
   next_request(c);
 }
 
-/* A TLS handshake failed: count it, close quietly. One log line a minute
-** per worker at most (a scanner must not be able to flood the log). */
-static void tls_failed(GwrConn *c) {
+/* Whether a TLS connection is still in its handshake, and whether the
+** client has sent any byte of it (a client that connects and goes away, or
+** stays silent, without a byte — a load balancer's TCP check, a browser's
+** preconnect — has not failed a handshake: it never began one). */
+static int tls_handshaking(GwrConn *c, int *began) {
+  SSL *ssl = c->tls && c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+  if (!ssl || SSL_is_init_finished(ssl)) return 0;
+  BIO *rb = SSL_get_rbio(ssl);
+  *began = rb && BIO_number_read(rb) > 0;
+  return 1;
+}
+
+/* A TLS handshake failed, or stalled past the first deadline (why: NULL
+** for the OpenSSL error of the connection): count it, close quietly. One
+** log line a minute per worker at most (a scanner must not be able to
+** flood the log). */
+static void tls_failed(GwrConn *c, const char *why) {
   GwrWorker *w = c->w;
   uint64_t n = __atomic_add_fetch(&w->tls_handshake_failures, 1, __ATOMIC_RELAXED);
-  unsigned long e = bufferevent_get_openssl_error(c->bev);
+  if (!why) why = gwr_tls_reason(bufferevent_get_openssl_error(c->bev));
   struct timeval tv;
   if (event_base_gettimeofday_cached(w->base, &tv) != 0) gettimeofday(&tv, NULL);
   if (!w->tls_logged_at || tv.tv_sec - w->tls_logged_at >= 60) {
     w->tls_logged_at = tv.tv_sec;
     gwr_log("info", "tls: a handshake from %s failed (%s); worker %d has counted %llu failed handshakes "
-            "(this line: once a minute at most)", c->peer, gwr_tls_reason(e), w->id, (unsigned long long)n);
+            "(this line: once a minute at most)", c->peer, why, w->id, (unsigned long long)n);
   } else {
-    gwr_log("debug", "tls: a handshake from %s failed (%s)", c->peer, gwr_tls_reason(e));
+    gwr_log("debug", "tls: a handshake from %s failed (%s)", c->peer, why);
   }
+  ERR_clear_error();
   conn_free(c);
 }
 
@@ -477,7 +492,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
   (void)bev;
   if (c->tls && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))) {
     SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-    if ((what & BEV_EVENT_ERROR) && ssl && !SSL_is_init_finished(ssl)) { tls_failed(c); return; }
+    int began = 0;
+    /* OpenSSL 3 reports an EOF in the handshake as an error: it is one
+    ** only when the handshake had begun */
+    if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && tls_handshaking(c, &began)) {
+      if (began) tls_failed(c, NULL);
+      else { ERR_clear_error(); conn_free(c); }
+      return;
+    }
     if (ssl) SSL_set_quiet_shutdown(ssl, 1);   /* the peer is gone or stuck: no close_notify */
   }
   if (what & BEV_EVENT_TIMEOUT) { conn_free(c); return; }   /* the client stopped reading */
@@ -505,9 +527,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
     gwr_conn_error(c, 408, head ? "request head not received in time" : "request body not received in time", NULL);
     break;
   }
-  case CONN_IDLE: case CONN_LINGER:
+  case CONN_IDLE: case CONN_LINGER: {
+    int began = 0;
+    /* a handshake begun and not finished in time is a failed one */
+    if (c->state == CONN_IDLE && tls_handshaking(c, &began) && began) { tls_failed(c, "timed out"); break; }
     conn_free(c);
     break;
+  }
   default:
     break;
   }
@@ -659,7 +685,8 @@ static evutil_socket_t bind_socket(const char *addr, int reuseport, int probe, c
 }
 
 /* Draining: stop accepting on the public listeners, close connections
-** that are between requests; the others close after their response. */
+** that are between requests; the others — a request head half received
+** included: it is in flight — close after their response. */
 static void on_stop(evutil_socket_t fd, short what, void *arg) {
   GwrWorker *w = arg;
   (void)fd; (void)what;
@@ -667,7 +694,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
     if (w->ls[i]) { evconnlistener_free(w->ls[i]); w->ls[i] = NULL; }
   for (GwrConn *c = w->conns, *n; c; c = n) {
     n = c->next;
-    if (!c->admin && (c->state == CONN_IDLE || c->state == CONN_HEAD)) conn_free(c);
+    if (!c->admin && c->state == CONN_IDLE) conn_free(c);
   }
 }
 
@@ -704,16 +731,41 @@ static void on_swap(evutil_socket_t fd, short what, void *arg) {
   }
 }
 
-/* The diagnostics of a refused program, as log lines. */
-static void log_diagnostics(const char *text) {
+/* The compiler's diagnostics of a reload, as log lines at level (error for
+** a refused program, warn for the warnings of one that loaded). */
+static void log_diagnostics(const char *text, const char *level) {
   const char *p = text;
   int n = 0;
   while (p && *p && n < 50) {
     const char *e = strchr(p, '\n');
     size_t len = e ? (size_t)(e - p) : strlen(p);
-    if (len) { gwr_log("error", "reload: %.*s", (int)len, p); n++; }
+    if (len > 900) len = 900;               /* the log line's bound, cut on a whole line */
+    if (len) {
+      /* a quoted source line may hold bytes that are not UTF-8 (the error
+      ** may be about them): shown as '?', so that the line is not lost */
+      char line[901];
+      memcpy(line, p, len);
+      line[len] = 0;
+      if (!gw_utf8_valid(line, len))
+        for (size_t i = 0; i < len; i++) if ((unsigned char)line[i] >= 0x80) line[i] = '?';
+      gwr_log(level, "reload: %s", line);
+      n++;
+    }
     p = e ? e + 1 : NULL;
   }
+}
+
+/* The first error line of the diagnostics ("main.gw:3:9: error: …"), for
+** the answer to POST /reload; NULL if none. *len: its length. */
+static const char *first_error(const char *text, size_t *len) {
+  for (const char *p = text; p && *p;) {
+    const char *e = strchr(p, '\n');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    const char *x = memmem(p, n, ": error: ", 9);
+    if (x) { *len = n; return p; }
+    p = e ? e + 1 : NULL;
+  }
+  return NULL;
 }
 
 int gwr_server_reload(GwrServer *s, char *msg, size_t msglen) {
@@ -728,9 +780,13 @@ int gwr_server_reload(GwrServer *s, char *msg, size_t msglen) {
   if (g && gwr_prog_listen_tls(g, &s->set, err, sizeof err) != 0) { gwr_prog_release(g); g = NULL; }
   int rc = 0;
   if (!g) {
-    if (diag) log_diagnostics(diag);
+    size_t fl = 0;
+    const char *first = diag ? first_error(diag, &fl) : NULL;
+    if (diag) log_diagnostics(diag, "error");
     gwr_log("error", "reload of %s refused: %s (the current program keeps serving)", s->program_path, err);
-    snprintf(msg, msglen, "refused: %s", err);
+    /* the answer names the first error itself, not only "see the log" */
+    if (first) snprintf(msg, msglen, "refused: %.*s (all diagnostics in the log)", (int)(fl > 400 ? 400 : fl), first);
+    else snprintf(msg, msglen, "refused: %s", err);
     pthread_mutex_lock(&s->prog_mu);
     s->reloads_failed++;
     pthread_mutex_unlock(&s->prog_mu);
@@ -744,6 +800,7 @@ int gwr_server_reload(GwrServer *s, char *msg, size_t msglen) {
     pthread_mutex_unlock(&s->prog_mu);
     for (int i = 0; i < s->nworkers; i++) event_active(s->workers[i].swap_ev, EV_READ, 0);
     gwr_prog_release(old);
+    if (diag) log_diagnostics(diag, "warn");      /* warnings: stderr holds only JSON lines */
     gwr_log("info", "reloaded %s: generation %llu, %u endpoints", s->program_path,
             (unsigned long long)gen, g->p->n_endpoints);
     snprintf(msg, msglen, "reloaded: generation %llu, %u endpoints", (unsigned long long)gen, g->p->n_endpoints);

@@ -100,6 +100,10 @@ static void targets(void) {
     { "*", "\"*\"" },
     { "/caf\xc3\xa9?k=\xc3\xa9", "\"/caf\xc3\xa9?k=***\"" },
     { "/bad\xff?x=\x01", "\"/bad\\u00ff?x=\\u0001\"" },
+    /* a JWT under any name, or alone; not what merely starts like one */
+    { "/a?t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln&x=1", "\"/a?t=***&x=1\"" },
+    { "/a?eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "\"/a?***\"" },
+    { "/a?x=eyJ&y=eyJabc&z=eyJa.", "\"/a?x=eyJ&y=eyJabc&z=***\"" },
   };
   char b[1024];
   for (size_t i = 0; i < sizeof t / sizeof *t; i++) {

@@ -319,7 +319,7 @@ static void req_key(GwrProg *g, const char *seg, const char *const *query, const
   path.nseg = 2;
   path.seg[0].dec = "p"; path.seg[0].dec_len = 1;
   path.seg[1].dec = seg; path.seg[1].dec_len = (uint32_t)strlen(seg);
-  if (gwr_cache_request_key(g, 0, &vm, GW_METHOD_GET, &path, key) != 0) memset(key, 0, 32);
+  if (gwr_cache_request_key(g, 0, &vm, GW_METHOD_GET, &path, -1, key) != 0) memset(key, 0, 32);
   gw_arena_free(&a);
 }
 

@@ -41,6 +41,7 @@ MOCK = None
 GW = None
 ADMIN = None
 SECRET = b"cache-e2e-secret-0123456789abcdef0123456789abcdef"
+SECRET2 = b"cache-e2e-other-secret-0123456789abcdef0123456789"
 
 
 class Fail(Exception):
@@ -86,6 +87,7 @@ def program():
 server {{ admin "127.0.0.1:{A}" }}
 backend b {{ url "{M}" timeout 2s }}
 auth mobile jwt {{ algorithms HS256; key file "hs.secret" }}
+auth other jwt {{ algorithms HS256; key file "hs2.secret" }}
 
 endpoint GET /basic {{ cache 5s; x = b GET "/basic"; respond {{ v: x.v }} }}
 endpoint GET /short {{ cache 1s; x = b GET "/short"; respond {{ v: x.v }} }}
@@ -100,6 +102,7 @@ endpoint GET /h {{
     respond {{ v: x.v, lang: headers["accept-language"] }}
 }}
 endpoint GET /me {{ auth mobile; cache 10s by jwt.sub; x = b GET "/me"; respond {{ sub: jwt.sub, v: x.v }} }}
+endpoint GET /both {{ auth mobile or other; cache 10s by jwt.sub; x = b GET "/both"; respond {{ sub: jwt.sub, v: x.v }} }}
 endpoint GET /noid {{ auth mobile; cache 10s; x = b GET "/noid"; respond {{ v: x.v }} }}
 endpoint GET /priv/{{kind}} {{ cache 10s; x = b GET "/priv/{{kind}}"; respond {{ v: x.v }} }}
 endpoint GET /err {{ cache 10s; x = b GET "/err"; respond {{ v: x.v }} }}
@@ -143,6 +146,12 @@ endpoint GET /ownpub {{
     header "X-V" = "v{{x.v}}"
     respond {{ v: x.v }}
 }}
+endpoint GET /cookie {{
+    cache 10s
+    x = b GET "/cookie"
+    header "Set-Cookie" = "sid=s{{x.v}}; HttpOnly"
+    respond {{ v: x.v }}
+}}
 endpoint GET /nc {{ cache 10s; x = b GET "/nc"; respond {{ v: x.v }} }}
 endpoint POST /post {{ cache 10s; x = b POST "/post" body {{ a: body.a }}; respond {{ v: x.v, a: body.a }} }}
 endpoint GET /nocall {{ cache 10s; respond 204 }}
@@ -157,6 +166,8 @@ def main_gwd():
     g = Gwd(BUILD, {"main.gw": program()}, workers=4)
     with open(os.path.join(g.prog, "hs.secret"), "wb") as f:
         f.write(SECRET)
+    with open(os.path.join(g.prog, "hs2.secret"), "wb") as f:
+        f.write(SECRET2)
     if not g.start():
         raise Fail(g.start_error)
     GW = g
@@ -272,16 +283,44 @@ def test_no_cross_user_leak():
     ra = get("/me", headers={"Authorization": "Bearer " + alice})
     eq(body(ra), {"sub": "alice", "v": 1}, "alice")
     eq(ra.header("Cache-Control"), "private, max-age=10", "an identity-keyed answer is private")
+    # a browser's own cache must not give alice's answer to the next account logged in
+    eq(ra.header_all("Vary"), ["authorization"], "Vary names the credentials' header")
     rb = get("/me", headers={"Authorization": "Bearer " + bob})
     eq(body(rb), {"sub": "bob", "v": 2}, "bob gets his own")
     ra2 = get("/me", headers={"Authorization": "Bearer " + alice})
     eq(body(ra2), {"sub": "alice", "v": 1}, "alice again (cached)")
     eq(ra2.header("Cache-Control"), "private, max-age=10", "Cache-Control of the hit")
+    eq(ra2.header_all("Vary"), ["authorization"], "Vary of the hit")
     eq(c.n, 2, "backend requests")
     # a cached answer still needs the caller to be authorized
     eq(get("/me").status, 401, "no token")
     eq(get("/me", headers={"Authorization": "Bearer " + alice + "x"}).status, 401, "a bad token")
     eq(c.n, 2, "backend requests after refusals")
+
+
+@test
+def test_token_without_subject_not_cached():
+    # the key holds jwt.sub, but these tokens have none: each caller is nobody
+    # in particular, and sharing one entry would hand one's answer to another
+    c = Counter("/me")
+    for i, claims in enumerate([{"name": "u0"}, {"name": "u1"}, {"sub": None, "name": "u2"}, {"sub": ""}]):
+        claims["exp"] = int(time.time()) + 3600
+        t = make_token(claims, "HS256", secret=SECRET)
+        r = get("/me", headers={"Authorization": "Bearer " + t})
+        eq((r.status, r.header("Age"), r.header("Cache-Control")), (200, None, None), "token %r" % claims)
+    eq(c.n, 4, "backend requests of tokens without a subject")
+
+
+@test
+def test_two_jwt_policies_do_not_share():
+    # `auth mobile or other`: the same sub from two policies (no iss) is two callers
+    c = Counter("/both")
+    t1 = token("same")
+    t2 = make_token({"sub": "same", "exp": int(time.time()) + 3600}, "HS256", secret=SECRET2)
+    eq(body(get("/both", headers={"Authorization": "Bearer " + t1})), {"sub": "same", "v": 1}, "mobile's user")
+    eq(body(get("/both", headers={"Authorization": "Bearer " + t2})), {"sub": "same", "v": 2}, "other's user")
+    eq(body(get("/both", headers={"Authorization": "Bearer " + t1})), {"sub": "same", "v": 1}, "mobile's again")
+    eq(c.n, 2, "backend requests")
 
 
 @test
@@ -376,6 +415,17 @@ def test_endpoint_own_cache_control():
     eq(r.header("X-V"), "v1", "the endpoint's headers are kept")
     eq(r.header("Age"), "0", "Age")
     eq(c.n, 1, "backend requests")
+
+
+@test
+def test_answer_setting_a_cookie_not_stored():
+    # a session minted by the backend must not be handed to every client
+    c = Counter("/cookie")
+    r1 = get("/cookie")
+    r2 = get("/cookie")
+    eq((r1.header("Set-Cookie"), r2.header("Set-Cookie")), ("sid=s1; HttpOnly", "sid=s2; HttpOnly"), "cookies")
+    check(r2.header("Age") is None and r2.header("Cache-Control") is None, "not from the cache")
+    eq(c.n, 2, "backend requests")
 
 
 @test

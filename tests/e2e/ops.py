@@ -512,6 +512,33 @@ def test_reload_keeps_counters():
 # ---------------------------------------------------------------- /routes
 
 @test
+def test_admin_health_ready_head_and_methods():
+    """A load balancer's HEAD /health or HEAD /ready gets the head alone (a
+    body would be read as the next answer on a kept-alive connection);
+    methods other than GET and HEAD get 405."""
+    c = Conn(ADMIN, timeout=5.0)
+    try:
+        for path, body in (("/health", b'{"status":"ok"}'), ("/ready", b'{"status":"ready"}')):
+            r = c.request("HEAD", path)
+            eq(r.status, 200, "HEAD %s" % path)
+            eq(r.body, b"", "HEAD %s: no body" % path)
+            # the same connection: the next answer starts where it should
+            r = c.request("GET", path)
+            eq((r.status, r.body), (200, body), "GET %s after HEAD %s" % (path, path))
+        r = c.request("HEAD", "/metrics")
+        eq((r.status, r.body), (200, b""), "HEAD /metrics")
+        r = c.request("GET", "/health")
+        eq((r.status, r.body), (200, b'{"status":"ok"}'), "GET /health after HEAD /metrics")
+    finally:
+        c.close()
+    for m in ("POST", "DELETE", "PUT"):
+        for path in ("/health", "/ready"):
+            r = admin_get(path, method=m)
+            eq(r.status, 405, "%s %s" % (m, path))
+            eq(r.header("Allow"), "GET, HEAD", "%s %s: Allow" % (m, path))
+
+
+@test
 def test_routes_table():
     r = admin_get("/routes")
     eq(r.status, 200, "status")
@@ -631,9 +658,13 @@ def test_access_log_never_secrets():
     eq(get("/k/query?api_key=%s&access_token=%s&x=1" % (API_KEY, qtok), {"X-Request-Id": "s2"}).status, 200,
        "an API key in the query")
     eq(get("/k/query?API%%5Fkey=%s&a=2" % API_KEY, {"X-Request-Id": "s3"}).status, 401, "an encoded name")
-    data, lines = read_log(ALOG, n0 + 4)
+    qjwt = token(sub="query-holder")             # a JWT under a name no rule knows, and alone
+    eq(get("/static?t=%s&u=1&%s" % (qjwt, qjwt), {"X-Request-Id": "s4"}).status, 200, "a JWT in the query")
+    data, lines = read_log(ALOG, n0 + 5)
     lines = sorted((x for x in lines[n0:]), key=lambda x: x["id"])
-    eq([x["id"] for x in lines], ["s0", "s1", "s2", "s3"], "lines")
+    eq([x["id"] for x in lines], ["s0", "s1", "s2", "s3", "s4"], "lines")
+    eq(lines[4]["path"], "/static?t=***&u=1&***", "JWTs in the query")
+    SECRETS.extend([qjwt.split(".")[1], qjwt.split(".")[2]])
     text = data.decode("utf-8")
     for s in SECRETS + [bearer.split(".")[2], bearer.split(".")[1]]:
         check(s not in text, "a secret (%s…) appears in the access log" % s[:12])
@@ -783,6 +814,33 @@ def test_log_level_bad_value():
                         "--listen", "127.0.0.1:%d" % free_port(), GW.prog], capture_output=True, text=True, timeout=10)
     eq(p.returncode, 1, "exit code with an access log that cannot be opened")
     check("access log" in p.stderr, "message %r" % p.stderr)
+
+
+def listening_on(port):
+    """The IPv4 addresses a socket listens on at port (from /proc/net/tcp)."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if state == "0A" and int(p, 16) == port:
+                out.append(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return out
+
+
+@test
+def test_admin_bare_port_is_loopback():
+    """The admin API has no authentication: --admin PORT (no address) listens
+    on loopback only; another interface must be named."""
+    port = free_port()
+    g, _ = start_gwd(["--admin", str(port)], workers=1, admin=False, name="adminport")
+    try:
+        eq(listening_on(port), ["127.0.0.1"], "where --admin %d listens" % port)
+        r = admin_get("/health", port=port)
+        eq(r.status, 200, "GET /health on 127.0.0.1")
+        check("admin on 127.0.0.1:%d" % port in g.stderr(), "the log line: %s" % g.stderr()[-400:])
+    finally:
+        g.stop()
 
 
 # ---------------------------------------------------------------- runner

@@ -153,6 +153,9 @@ def test_broken_program_refused():
         eq(body["status"], "refused", "status")
         eq(body["generation"], 1, "generation unchanged")
         eq(s.v(), 1, "the old program keeps serving")
+        # the answer names the error itself (its file:line), not only "see the log"
+        check(body["message"].startswith("refused: ") and "main.gw:" in body["message"] and "error:" in body["message"],
+              "the answer does not name the error: %r" % body["message"])
         err = s.g.stderr()
         check("main.gw:" in err and "refused" in err, "no diagnostic with file:line in the log: %s" % err[-800:])
         # SIGHUP with the broken program: refused again, still serving
@@ -360,6 +363,96 @@ def test_second_signal_exits_now():
         check(code != 0, "exit code %r after a second signal" % code)
     finally:
         c.close()
+
+
+@test
+def test_drain_deadline_and_no_reload_while_draining():
+    """--drain-timeout takes a duration; past it gwd exits 0 even with a
+    request in flight; POST /reload is refused while draining (as SIGHUP is
+    ignored); a --drain-timeout that is not a duration is a usage error."""
+    for bad in ("abc", "1.5s", "-5", "30x", ""):
+        r = subprocess.run([GWD_EXE, "--drain-timeout", bad, "--check", "/nonexistent.gw"],
+                           capture_output=True, text=True, timeout=10)
+        eq(r.returncode, 2, "--drain-timeout %r: exit code" % bad)
+        check("--drain-timeout" in r.stderr, "--drain-timeout %r: message %r" % (bad, r.stderr))
+    MOCK.json("/slow4", {"ok": True}, delay=6)
+    s = Server(program(1, "/slow4"), extra=["--drain-timeout", "600ms"])
+    c = Conn(s.g.port, timeout=10)
+    try:
+        c.send(c.build("GET", "/slow"))
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        s.g.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        r = s.admin_req("POST", "/reload")
+        eq(r.status, 503, "POST /reload while draining")
+        eq(json.loads(r.body)["status"], "draining", "its status")
+        code = s.g.proc.wait(5)
+        dt = time.monotonic() - t0
+        eq(code, 0, "exit code after the drain deadline")
+        check(0.5 <= dt < 2.5, "the drain took %.2f s (--drain-timeout 600ms)" % dt)
+        check("up to 600 ms" in s.g.stderr(), "the drain line: %s" % s.g.stderr()[-400:])
+    finally:
+        c.close()
+
+
+@test
+def test_drain_finishes_a_half_received_request():
+    """A request whose head is still arriving when SIGTERM comes is in flight:
+    it is answered (Connection: close); an idle keep-alive connection is
+    closed at once."""
+    s = Server(program(1))
+    c = Conn(s.g.port, timeout=5)
+    idle = Conn(s.g.port, timeout=5)
+    try:
+        eq(idle.request("GET", "/v").status, 200, "a request before the drain")
+        c.send(b"GET /v HTTP/1.1\r\nHost: x")
+        time.sleep(0.2)
+        s.g.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        c.send(b"\r\n\r\n")
+        r = c.read_response()
+        eq(r.status, 200, "the half-received request")
+        eq(r.header("Connection"), "close", "its Connection")
+        c.close()                       # (else gwd lingers up to 2 s for it)
+        idle.sock.settimeout(2)
+        eq(idle.sock.recv(10), b"", "the idle keep-alive connection: closed")
+        eq(s.g.proc.wait(5), 0, "exit code")
+    finally:
+        c.close()
+        idle.close()
+
+
+@test
+def test_stderr_is_json_lines_with_warnings():
+    """Compiler warnings of a program that loads (at start and at a reload)
+    are JSON log lines like the rest of stderr."""
+    warn = program(1) + 'endpoint GET /w { x = m GET "/w"; respond { ok: true } }\n'   # unused binding
+    s = Server(warn)
+    try:
+        s.write(warn.replace("v: 1", "v: 2"))
+        eq(s.admin_req("POST", "/reload").status, 200, "reload")
+        # a refused program whose quoted source line is not UTF-8: its
+        # diagnostics are logged all the same (never as "msg": null)
+        path = os.path.join(s.g.prog, "main.gw")
+        with open(path, "wb") as f:
+            f.write(program(3).encode() + b'endpoint GET /u { respond { x: "caf\xe9" } }\n')
+        eq(s.admin_req("POST", "/reload").status, 422, "reload of a program that is not UTF-8")
+    finally:
+        eq(s.stop(), 0, "exit code")
+    lines = s.g.stderr().splitlines()
+    nulls = [x for x in lines if '"msg":null' in x]
+    eq(nulls, [], "log lines that lost their message")
+    check(any('respond { x: \\"caf?\\" }' in x for x in lines), "the quoted source line: %s" % lines[-6:])
+    bad = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            bad.append(line)
+    eq(bad[:3], [], "stderr lines that are not JSON")
+    warns = [json.loads(x)["msg"] for x in lines if json.loads(x)["level"] == "warn" and "unused binding" in x]
+    eq(len(warns), 2, "a warn line for the warning at start and at the reload (%r)" % warns)
 
 
 def run_one(name, fn):

@@ -216,24 +216,24 @@ def test_dead_target_ejected_and_restored():
     dead = mock(**{"/d": dict(body={"m": "back"})})
     dport = dead.port
     dead.kill()
-    # a long `every` and many `failures`: the active checks stay out of the way;
-    # the health block sets the passive cooldown
+    # a long `every`: the active checks stay out of the way; the health block
+    # sets the passive threshold (3 calls in a row) and cooldown
     prog = fill("""
 backend b {
     url "{L}"
     url "http://127.0.0.1:{D}"
     timeout 2s
     connect_timeout 500ms
-    health { path "/health" every 1h failures 100 cooldown 1500ms }
+    health { path "/health" every 1h failures 3 cooldown 1500ms }
 }
 endpoint GET /x { w = b GET "/d"; respond { m: w.m } }
 endpoint GET /o { w = b GET "/d" optional; respond { m: w.m } }
 """, L=live.url, D=dport)
     with Env(prog, [live], admin=True) as e:
         statuses = [e.get("/x").status for _ in range(10)]
-        eq(statuses.count(502), 5, "502s before the ejection (%r)" % statuses)
+        eq(statuses.count(502), 3, "502s before the ejection (%r)" % statuses)
         errs = [e.get("/x") for _ in range(10)]
-        eq([r.status for r in errs], [200] * 10, "after 5 failures in a row the dead target is out")
+        eq([r.status for r in errs], [200] * 10, "after 3 failures in a row (`failures 3`) the dead target is out")
         eq(e.metric('gw_backend_target_up{backend="b",target="1"}'), 0, "metrics: the dead target is down")
         eq(e.metric('gw_backend_target_up{backend="b",target="0"}'), 1, "metrics: the live one is up")
         eq(e.metric('gw_backend_target_ejections_total{backend="b",target="1"}'), 1, "metrics: one ejection")
@@ -454,6 +454,28 @@ endpoint POST   /pp { w = b PATCH "/r" body { a: 1 }; respond { w } }
         m.route("/r", fn=flaky)
         r = e.get("/g")
         eq((r.status, body(r)), (200, {"w": {"n": 2}}), "the second attempt answers")
+
+
+@test
+def test_sent_request_retried_only_when_idempotent():
+    # the request reached the backend (a reset after it was read, a timeout):
+    # sending a POST again could do its work twice
+    m = mock(**{"/reset": dict(mode="reset"), "/slow": dict(body={}, delay=1.0)})
+    prog = fill("""
+backend b { url "{M}" timeout 400ms retries 2 }
+endpoint POST /pr { w = b POST "/reset" body { a: 1 }; respond { w } }
+endpoint POST /pt { w = b POST "/slow" body { a: 1 }; respond { w } }
+endpoint GET  /gr { w = b GET "/reset"; respond { w } }
+endpoint GET  /gt { w = b GET "/slow"; respond { w } }
+""", M=m.url)
+    with Env(prog, [m]) as e:
+        for path, method, status, kind, want, route in [
+                ("/pr", "POST", 502, "connection", 1, "/reset"), ("/pt", "POST", 504, "timeout", 1, "/slow"),
+                ("/gr", "GET", 502, "connection", 3, "/reset"), ("/gt", "GET", 504, "timeout", 3, "/slow")]:
+            m.reset()
+            r = e.req(method, path, body="{}" if method == "POST" else None)
+            eq((r.status, body(r)), (status, {"error": kind, "backend": "b"}), "%s %s" % (method, path))
+            eq(m.count(route), want, "attempts of %s %s" % (method, path))
 
 
 @test

@@ -388,6 +388,44 @@ def test_tls10_and_11_refused():
     eq(tls_get(tls_port(), "/hello").status, 200, "serving after refused handshakes")
 
 
+def s_client(port, *args, request=None):
+    """openssl s_client against the test CA; (exit code, output)."""
+    argv = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-CAfile", cpath("ca.pem"),
+            "-verify_return_error", "-ign_eof"] + list(args)
+    r = subprocess.run(argv, input=request or b"", capture_output=True, timeout=20)
+    return r.returncode, (r.stdout + r.stderr).decode("utf-8", "replace")
+
+
+@test()
+def test_openssl_s_client_and_curl():
+    """The tools an operator checks a listener with: openssl s_client and
+    curl (libcurl), verifying the chain against the test CA."""
+    req = b"GET /hello HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"
+    for v in ("-tls1_2", "-tls1_3"):
+        code, out = s_client(tls_port(), v, "-servername", "api.test", "-alpn", "http/1.1", request=req)
+        eq(code, 0, "s_client %s: exit code (%s)" % (v, out[-400:]))
+        check("Verify return code: 0 (ok)" in out, "s_client %s: the chain does not verify: %s" % (v, out[-600:]))
+        check("ALPN protocol: http/1.1" in out, "s_client %s: no ALPN http/1.1" % v)
+        check("HTTP/1.1 200 OK" in out and '{"hello":"world"}' in out, "s_client %s: no answer: %s" % (v, out[-400:]))
+    code, out = s_client(tls_port(), "-servername", "x.other.test", request=req)
+    check(code == 0 and "CN = other.test" in out, "s_client with SNI x.other.test: %s" % out[-400:])
+    for args in (("-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"), ("-tls1", "-cipher", "DEFAULT:@SECLEVEL=0"),
+                 ("-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA:@SECLEVEL=0"),
+                 ("-tls1_2", "-cipher", "AES128-GCM-SHA256")):
+        code, out = s_client(tls_port(), *args, request=req)
+        check(code != 0 and "HTTP/1.1" not in out, "s_client %s was served: %s" % (" ".join(args), out[-300:]))
+    curl = shutil.which("curl")
+    if not curl:
+        return                      # libcurl is gwd's own backend client; the command is optional
+    base = [curl, "-sS", "--cacert", cpath("ca.pem"), "--resolve", "api.test:%d:127.0.0.1" % tls_port(),
+            "https://api.test:%d/hello" % tls_port()]
+    r = subprocess.run(base + ["-w", "\n%{http_version} %{ssl_verify_result}"], capture_output=True, timeout=20)
+    eq(r.returncode, 0, "curl: exit code (%r)" % r.stderr[-300:])
+    eq(r.stdout, b'{"hello":"world"}\n1.1 0', "curl: body, HTTP version, verify result")
+    r = subprocess.run(base + ["--tls-max", "1.1"], capture_output=True, timeout=20)
+    check(r.returncode != 0, "curl --tls-max 1.1 was served")
+
+
 @test()
 def test_weak_tls12_ciphers_refused():
     offered = []
@@ -517,6 +555,50 @@ def test_handshake_failures_counted():
     m = re.search(rb"^gw_tls_handshake_failures_total\s+(\d+)$", r.body, re.M)
     check(m is not None, "no gw_tls_handshake_failures_total in /metrics")
     check(int(m.group(1)) >= 5, "gw_tls_handshake_failures_total %s, want 5 at least" % m.group(1).decode())
+
+
+def handshake_failures():
+    import re
+    r = Conn(MAIN["admin"]).request("GET", "/metrics")
+    m = re.search(rb"^gw_tls_handshake_failures_total\s+(\d+)$", r.body, re.M)
+    check(m is not None, "no gw_tls_handshake_failures_total in /metrics")
+    return int(m.group(1))
+
+
+def closed_by_server(s, what):
+    s.settimeout(4)
+    try:
+        d = s.recv(100)
+    except (ConnectionResetError, socket.timeout) as e:
+        d = repr(e) if isinstance(e, socket.timeout) else b""
+    eq(d, b"", "%s: closed by gwd" % what)
+
+
+@test()
+def test_stalled_handshakes_counted_silent_clients_not():
+    """A handshake begun and then abandoned or stalled past header_timeout is
+    a failed one; a client that never sends a byte (a load balancer's TCP
+    check, a preconnect) is not."""
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"A" * 32    # a ClientHello, cut short
+    n0 = handshake_failures()
+    for _ in range(3):                                   # connect, close
+        socket.create_connection(("127.0.0.1", tls_port()), timeout=5).close()
+    silent = socket.create_connection(("127.0.0.1", tls_port()), timeout=5)
+    stalled = socket.create_connection(("127.0.0.1", tls_port()), timeout=5)
+    try:
+        stalled.sendall(hello)
+        gone = socket.create_connection(("127.0.0.1", tls_port()), timeout=5)
+        gone.sendall(hello)
+        time.sleep(0.2)
+        gone.close()                                     # begun, then abandoned
+        closed_by_server(silent, "a silent client")      # header_timeout 1s
+        closed_by_server(stalled, "a stalled handshake")
+    finally:
+        silent.close()
+        stalled.close()
+    time.sleep(0.2)
+    eq(handshake_failures() - n0, 2, "failed handshakes counted (the abandoned and the stalled one, "
+                                     "not the 4 silent clients)")
 
 
 @test()
@@ -730,6 +812,14 @@ def test_check_validates_tls_files():
     r, _ = run_gwd(["--check"], files=tls_prog(cpath("nope.pem"), cpath("api.key")))
     eq(r.returncode, 1, "--check exit status")
     check("nope.pem" in r.stderr, "--check names the file: %r" % r.stderr[-300:])
+    # the files of --listen-tls too: a start would fail on them, so --check does
+    r, _ = run_gwd(["--check", "--listen-tls", "127.0.0.1:%d" % free_port(),
+                    "--tls-cert", cpath("nope2.pem"), "--tls-key", cpath("api.key")])
+    eq(r.returncode, 1, "--check with a --listen-tls file missing: exit status")
+    check("nope2.pem" in r.stderr, "--check names the --listen-tls file: %r" % r.stderr[-300:])
+    r, _ = run_gwd(["--check", "--listen-tls", "127.0.0.1:%d" % free_port(),
+                    "--tls-cert", cpath("api.pem"), "--tls-key", cpath("api.key")])
+    eq(r.returncode, 0, "--check with good --listen-tls files: exit status (%r)" % r.stderr[-300:])
 
 
 # ---------------------------------------------------------------- reload
