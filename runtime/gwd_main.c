@@ -14,7 +14,9 @@
 ** at start and again at every reload. --check loads
 ** and verifies the program, prints a summary and exits 0 (or 1).
 ** SIGHUP reloads PROGRAM (gwr_server_reload); SIGTERM/SIGINT drain and
-** exit 0; a second one exits at once with status 2.
+** exit 0; a second one exits at once with status 2. Once the command line
+** is read, stderr holds JSON log lines only (gwr_log), failures to start
+** included; usage errors and --check print plain lines for a person.
 */
 #include <errno.h>
 #include <fcntl.h>

@@ -38,6 +38,7 @@ const char *const gwr_br_state_names[3] = { "closed", "open", "half_open" };
 
 typedef struct Target {
   const char *url;
+  char        show[96];    /* for logs: scheme://host:port, never userinfo or path (credentials) */
   uint32_t inflight;        /* least_requests: calls in flight, all workers */
   uint32_t fails;           /* failed calls in a row */
   uint64_t ejected_until;   /* passive: out of rotation until then (ms) */
@@ -94,6 +95,17 @@ void gwr_be_config(GwrBeConfig *c, const GwProgram *p, uint32_t b) {
   c->health_failures = GWR_BE_CHECK_FAILURES;
 }
 
+/* A url as logs may show it: scheme://host:port, without the userinfo (it may
+** hold a password, or come from env()) and without the path. */
+static void show_url(char *out, size_t cap, const char *url) {
+  const char *p = strstr(url, "://");
+  const char *host = p ? p + 3 : url;
+  size_t hl = strcspn(host, "/?#");
+  const char *at = memchr(host, '@', hl);
+  if (at) { hl -= (size_t)(at + 1 - host); host = at + 1; }
+  snprintf(out, cap, "%.*s%.*s", p ? (int)(p + 3 - url) : 0, url, (int)hl, host);
+}
+
 GwrBe *gwr_be_new(const GwrBeConfig *c, const char *const *urls, int nurls) {
   GwrBe *be = NULL;
   if (posix_memalign((void **)&be, 64, sizeof *be) != 0) abort();
@@ -108,7 +120,10 @@ GwrBe *gwr_be_new(const GwrBeConfig *c, const char *const *urls, int nurls) {
   be->n = nurls > 0 ? nurls : 0;
   if (posix_memalign((void **)&be->t, 64, sizeof *be->t * (size_t)(be->n + 1)) != 0) abort();
   memset(be->t, 0, sizeof *be->t * (size_t)(be->n + 1));
-  for (int i = 0; i < be->n; i++) be->t[i].url = urls[i];
+  for (int i = 0; i < be->n; i++) {
+    be->t[i].url = urls[i];
+    show_url(be->t[i].show, sizeof be->t[i].show, urls[i]);
+  }
   pthread_mutex_init(&be->mu, NULL);
   if (be->c.breaker) {
     be->rn = be->c.br_failures ? be->c.br_failures : 1;
@@ -222,7 +237,7 @@ static void eject(GwrBe *be, int i, uint64_t now) {
       ADD(t->ejections, 1);
       STORE(t->to_log, 1);
       gwr_log("warn", "backend %s: %s out of rotation for %u ms after %u failed calls in a row",
-              be->c.name, t->url, be->c.passive_cooldown_ms, LOAD(t->fails));
+              be->c.name, t->show, be->c.passive_cooldown_ms, LOAD(t->fails));
     }
   }
   pthread_mutex_unlock(&be->mu);
@@ -270,7 +285,7 @@ void gwr_be_end(GwrBe *be, GwrBeAttempt *a, int outcome, uint64_t now) {
   } else if (outcome == GWR_BE_OK) {
     if (LOAD(t->fails)) STORE(t->fails, 0);
     if (LOAD(t->to_log) && __atomic_exchange_n(&t->to_log, 0, __ATOMIC_RELAXED))
-      gwr_log("info", "backend %s: %s answers again, back in rotation", be->c.name, t->url);
+      gwr_log("info", "backend %s: %s answers again, back in rotation", be->c.name, t->show);
   }
   if (!be->c.breaker) return;
   if (a->probe) probe_ended(be, outcome, now);
@@ -325,14 +340,14 @@ void gwr_be_check_result(GwrBe *be, int i, int ok, uint64_t now) {
     if (LOAD(t->down)) {
       STORE(t->down, 0);
       STORE(t->fails, 0);
-      gwr_log("info", "backend %s: %s passes its health check, back in rotation", be->c.name, t->url);
+      gwr_log("info", "backend %s: %s passes its health check, back in rotation", be->c.name, t->show);
     }
     return;
   }
   if (ADD(t->check_fails, 1) >= be->c.health_failures && !LOAD(t->down)) {
     STORE(t->down, 1);
     ADD(t->ejections, 1);
-    gwr_log("warn", "backend %s: %s out of rotation: %u failed health checks in a row", be->c.name, t->url,
+    gwr_log("warn", "backend %s: %s out of rotation: %u failed health checks in a row", be->c.name, t->show,
             LOAD(t->check_fails));
   }
 }

@@ -529,14 +529,16 @@ void gwr_log(const char *level, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   GwBuf b = {0};
-  GwValue v = { .type = GWV_STRING, .n = (uint32_t)strlen(msg), .u = { .s = msg } };
   time_t t = time(NULL);
   struct tm tm;
   gmtime_r(&t, &tm);
   char ts[32];
   strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
   gw_buf_printf(&b, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level);
-  gwv_json(&v, &b);
+  /* as the access log writes strings: a message that is not UTF-8 (a file
+  ** name, a message cut inside a character) has its high bytes escaped as
+  ** \u00XX, so the line stays JSON and the message is not lost */
+  gwr_alog_buf_str(&b, msg, strlen(msg));
   gw_buf_adds(&b, "}\n");
   fwrite(b.p, 1, b.n, stderr);
   gw_buf_free(&b);

@@ -816,6 +816,45 @@ def test_log_level_bad_value():
     check("access log" in p.stderr, "message %r" % p.stderr)
 
 
+def json_lines(text, what):
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            raise Fail("%s: a stderr line that is not JSON: %r" % (what, line[:200]))
+    return out
+
+
+@test
+def test_start_failures_are_json_lines():
+    """A gwd that cannot start says why as JSON log lines (level error), the
+    compiler's diagnostics included; --check, run by a person, prints them as
+    gwc does."""
+    import subprocess
+    d = tempfile.mkdtemp(dir=TMP, prefix="broken-")
+    with open(os.path.join(d, "main.gw"), "w") as f:
+        f.write("endpoint GET /x { respond { x: nope } }\n")
+    p = subprocess.run([GWD_EXE, "--admin", "", "--listen", "127.0.0.1:%d" % free_port(), d],
+                       capture_output=True, text=True, timeout=20)
+    eq(p.returncode, 1, "exit code of a broken program")
+    lines = json_lines(p.stderr, "a broken program")
+    check(all(x["level"] == "error" for x in lines), "levels: %r" % lines)
+    check(any("main.gw:1:" in x["msg"] and "error: unknown name 'nope'" in x["msg"] for x in lines),
+          "the diagnostic: %r" % lines)
+    # a port in use, an access log that cannot be opened
+    busy = GW.port
+    for args, want in ((["--listen", "127.0.0.1:%d" % busy], "127.0.0.1:%d" % busy),
+                       (["--access-log", os.path.join(TMP, "no", "such", "a.log")], "access log")):
+        p = subprocess.run([GWD_EXE, "--admin", ""] + args + [GW.prog], capture_output=True, text=True, timeout=20)
+        eq(p.returncode, 1, "exit code (%s)" % want)
+        lines = json_lines(p.stderr, want)
+        check(any(x["level"] == "error" and want in x["msg"] for x in lines), "%s: %r" % (want, lines))
+    p = subprocess.run([GWD_EXE, "--check", d], capture_output=True, text=True, timeout=20)
+    eq(p.returncode, 1, "--check exit code")
+    check(p.stderr.startswith("%s/main.gw:1:" % d) and "gwd: " in p.stderr, "--check output: %r" % p.stderr)
+
+
 def listening_on(port):
     """The IPv4 addresses a socket listens on at port (from /proc/net/tcp)."""
     out = []

@@ -263,6 +263,33 @@ endpoint GET /o { w = b GET "/d" optional; respond { m: w.m } }
         check(time.monotonic() - t0 < 1.0, "the target still in rotation waited for a cooldown")
 
 
+@test
+def test_logs_never_show_url_credentials():
+    # a url may carry user:password (or come from env()): the health log lines
+    # name the target by scheme://host:port only
+    live = mock(**{"/d": dict(body={"m": "live"})})
+    dead = mock(**{"/d": dict(body={"m": "x"})})
+    dport = dead.port
+    dead.kill()
+    prog = fill("""
+backend b {
+    url "{L}"
+    url "http://gwuser:hunter2@127.0.0.1:{D}/base"
+    timeout 2s
+    connect_timeout 500ms
+    health { path "/health" every 1h failures 2 cooldown 5s }
+}
+endpoint GET /o { w = b GET "/d" optional; respond { m: w.m } }
+""", L=live.url, D=dport)
+    with Env(prog, [live]) as e:
+        for _ in range(6):
+            e.get("/o")
+        err = e.g.stderr()
+        check("out of rotation" in err, "no ejection logged: %s" % err[-500:])
+        check("http://127.0.0.1:%d out of rotation" % dport in err, "the target not named by host:port: %s" % err[-500:])
+        check("hunter2" not in err and "gwuser" not in err, "url credentials in the log: %s" % err[-500:])
+
+
 # ---------------------------------------------------------------- active health
 
 @test
