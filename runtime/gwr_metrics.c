@@ -138,6 +138,23 @@ static uint64_t hist_count(const GwrHist *h) {
   return n;
 }
 
+/* One sample per url of every backend of g: whether it is in rotation
+** (what 0), or its ejections (what 1). */
+static void target_samples(GwBuf *b, const GwrProg *g, uint32_t nb, uint64_t now, const char *name, int what) {
+  for (uint32_t i = 0; i < nb; i++) {
+    const GwrBe *be = g->backends[i].be;
+    if (!be) continue;
+    const char *bn = gw_const_str(g->p, g->p->backends[i].name, NULL);
+    for (int t = 0; t < g->backends[i].nurls; t++) {
+      GwrBeTargetState ts;
+      char idx[16];
+      gwr_be_target_state(be, t, now, &ts);
+      snprintf(idx, sizeof idx, "%d", t);
+      sample_u64(b, name, "backend", bn, "target", idx, what ? ts.ejections : !(ts.ejected || ts.down));
+    }
+  }
+}
+
 void gwr_metrics_render(GwrServer *s, GwBuf *b) {
   /* the label names as they are now (a load may add some while we read) */
   static const char *const classes[5] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
@@ -327,32 +344,10 @@ void gwr_metrics_render(GwrServer *s, GwBuf *b) {
   }
   family(b, "gw_backend_target_up", "gauge",
          "1 while a backend's url (target: its position, from 0, among the backend's urls) is in rotation, 0 while ejected or down.");
-  for (uint32_t i = 0; i < nb; i++) {
-    const GwrBe *be = g->backends[i].be;
-    if (!be) continue;
-    const char *bn = gw_const_str(g->p, g->p->backends[i].name, NULL);
-    for (int t = 0; t < g->backends[i].nurls; t++) {
-      GwrBeTargetState ts;
-      char idx[16];
-      gwr_be_target_state(be, t, now, &ts);
-      snprintf(idx, sizeof idx, "%d", t);
-      sample_u64(b, "gw_backend_target_up", "backend", bn, "target", idx, !(ts.ejected || ts.down));
-    }
-  }
+  target_samples(b, g, nb, now, "gw_backend_target_up", 0);
   family(b, "gw_backend_target_ejections_total", "counter",
          "Times a backend's url was taken out of rotation, by passive or active health checks (since the program was loaded).");
-  for (uint32_t i = 0; i < nb; i++) {
-    const GwrBe *be = g->backends[i].be;
-    if (!be) continue;
-    const char *bn = gw_const_str(g->p, g->p->backends[i].name, NULL);
-    for (int t = 0; t < g->backends[i].nurls; t++) {
-      GwrBeTargetState ts;
-      char idx[16];
-      gwr_be_target_state(be, t, now, &ts);
-      snprintf(idx, sizeof idx, "%d", t);
-      sample_u64(b, "gw_backend_target_ejections_total", "backend", bn, "target", idx, ts.ejections);
-    }
-  }
+  target_samples(b, g, nb, now, "gw_backend_target_ejections_total", 1);
   if (g) gwr_prog_release(g);
 
   /* the program */
