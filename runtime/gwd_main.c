@@ -271,7 +271,11 @@ int main(int argc, char **argv) {
 
   if (gwr_server_start(&srv, err, sizeof err) != 0) {
     fatal("%s", err);
+    if (alog_fd >= 0) close(alog_fd);
+    if (srv.boot) gwr_prog_release(srv.boot);     /* gwr_server_start took a reference */
     gwr_prog_release(g);
+    gwr_limiter_free(srv.limiter);
+    gwr_cache_free(srv.cache);
     curl_global_cleanup();
     return 1;
   }
