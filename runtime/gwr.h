@@ -4,17 +4,21 @@
 **
 ** How a request flows (one worker thread, one event_base):
 **
-**   accept (gwr_server.c) → bytes → strict HTTP parser (gwr_http.c)
-**     → path normalization → router (gwr_router.c)
-**     → auth → limit → cache   (gwr_exchange.c: policy hooks)
-**     → call plan: start every call whose inputs exist (gwr_fetch.c, libcurl
-**       multi on the worker's loop), bodies parsed as they stream in keeping
+**   accept (gwr_server.c; TLS: gwr_tls.c) → bytes → strict HTTP parser
+**     (gwr_http.c) → path normalization → router (gwr_router.c)
+**     → auth (gwr_jwt.c) → limit (gwr_limit.c) → response cache
+**       (gwr_cache.c)   (gwr_exchange.c: policy hooks)
+**     → call plan: start every call whose inputs exist — a connection slot,
+**       a target, the breaker (gwr_backend.c), then libcurl multi on the
+**       worker's loop (gwr_fetch.c) — bodies parsed as they stream in keeping
 **       only the paths read (gwr_json.c), values in the request arena
 **     → guards, response expressions (gwr_vm.c) → JSON written by yajl_gen
-**       into the connection's output buffer.
+**       into the connection's output buffer, one writev (gwr_server.c)
+**     → metrics and the access-log line (gwr_metrics.c, gwr_accesslog.c).
 **
 ** The program (GwrProg) is immutable and refcounted: every exchange holds a
-** reference, so a reload can swap it while requests finish on the old one.
+** reference, so a reload (gwr_server_reload) can swap it while requests
+** finish on the old one.
 */
 #ifndef GWR_H
 #define GWR_H
