@@ -27,40 +27,22 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from mock import Mock  # noqa: E402
-from gwd import Gwd, Conn, free_port, suite_args  # noqa: E402
+from gwd import Gwd, Conn, free_port  # noqa: E402
 from jwtkit import make_token  # noqa: E402
+from suite import Suite, Fail, check, eq  # noqa: E402
 
-BUILD, FILTER, VERBOSE = suite_args(sys.argv[1:], ROOT)
-GWD_EXE = os.path.join(BUILD, "gwd")
+S = Suite("e2e-cache", ROOT, watchdog=240, width=48, limit=600)
+BUILD = S.build
+GWD_EXE = S.gwd_exe
 GWC_EXE = os.path.join(BUILD, "gwc")
 
-passed = 0
-failed = 0
-TESTS = []
 MOCK = None
 GW = None
 ADMIN = None
 SECRET = b"cache-e2e-secret-0123456789abcdef0123456789abcdef"
 SECRET2 = b"cache-e2e-other-secret-0123456789abcdef0123456789"
 
-
-class Fail(Exception):
-    pass
-
-
-def test(f):
-    TESTS.append((f.__name__.replace("test_", "", 1), f))
-    return f
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def eq(actual, expected, what):
-    if actual != expected:
-        raise Fail("%s: expected %r, got %r" % (what, expected, actual))
+test = S.test
 
 
 # ---------------------------------------------------------------- fixtures
@@ -634,57 +616,22 @@ endpoint GET /same {{ cache 60s; x = b GET "/same"; respond {{ v: x.v }} }}
 
 # ---------------------------------------------------------------- runner
 
-def run_one(name, fn):
-    global passed, failed
-    t0 = time.monotonic()
-    why = None
-    try:
-        fn()
-    except Fail as e:
-        why = str(e)
-    except Exception as e:  # noqa: BLE001
-        why = "%s: %s" % (type(e).__name__, e)
-    if why is None:
-        passed += 1
-        if VERBOSE:
-            print("ok   %-48s %6.0f ms" % (name, (time.monotonic() - t0) * 1000))
-    else:
-        failed += 1
-        print("FAIL e2e-cache/%s: %s" % (name, why.replace("\n", " ")[:600]))
-    sys.stdout.flush()
+def setup():
+    global MOCK
+    MOCK = Mock().start()
+
+
+def teardown():
+    if GW is not None:
+        code = GW.stop()
+        if code not in (0, None):
+            S.failed += 1
+            print("FAIL e2e-cache/exit: gwd exited with %r: %s" % (code, GW.stderr()[-1500:]))
+    MOCK.stop()
 
 
 def main():
-    global MOCK, failed
-    if not os.path.exists(GWD_EXE):
-        print("FAIL e2e-cache: %s not found (build it first)" % GWD_EXE)
-        print("0 passed, 1 failed")
-        return 1
-
-    def watchdog():
-        print("FAIL e2e-cache: the suite exceeded 240 s; stopping")
-        print("%d passed, %d failed" % (passed, failed + 1))
-        sys.stdout.flush()
-        os._exit(1)
-    wd = threading.Timer(240, watchdog)
-    wd.daemon = True
-    wd.start()
-    MOCK = Mock().start()
-    try:
-        for name, fn in TESTS:
-            if FILTER and FILTER not in name:
-                continue
-            run_one(name, fn)
-    finally:
-        if GW is not None:
-            code = GW.stop()
-            if code not in (0, None):
-                failed += 1
-                print("FAIL e2e-cache/exit: gwd exited with %r: %s" % (code, GW.stderr()[-1500:]))
-        MOCK.stop()
-        wd.cancel()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return S.main(setup=setup, teardown=teardown)
 
 
 if __name__ == "__main__":

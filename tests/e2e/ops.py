@@ -31,34 +31,16 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from mock import Mock  # noqa: E402
-from gwd import Gwd, Conn, HTTPError, free_port, closed_port, suite_args  # noqa: E402
+from gwd import Gwd, Conn, free_port, closed_port  # noqa: E402
 from jwtkit import make_token  # noqa: E402
+from suite import Suite, Fail, check, eq  # noqa: E402
 
-BUILD, FILTER, VERBOSE = suite_args(sys.argv[1:], ROOT)
-GWD_EXE = os.path.join(BUILD, "gwd")
-
-passed = 0
-failed = 0
-TESTS = []          # (name, fn)
+S = Suite("e2e-ops", ROOT, watchdog=200, width=50, limit=900, http_errors=True)
+BUILD = S.build
+GWD_EXE = S.gwd_exe
 
 
-class Fail(Exception):
-    pass
-
-
-def test(fn):
-    TESTS.append((fn.__name__.replace("test_", "", 1), fn))
-    return fn
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def eq(actual, expected, what):
-    if actual != expected:
-        raise Fail("%s: expected %r, got %r" % (what, expected, actual))
+test = S.test
 
 
 # ---------------------------------------------------------------- fixtures
@@ -888,89 +870,49 @@ def get(target, headers=None):
     return GW.request("GET", target, headers=headers, timeout=5.0)
 
 
-def run_one(name, fn, stops=False):
-    global passed, failed
-    t0 = time.monotonic()
-    why = None
-    if GW is not None and not GW.alive():
-        why = "gwd is not running"
-    else:
-        try:
-            fn()
-        except Fail as e:
-            why = str(e)
-        except HTTPError as e:
-            why = "HTTP: %s" % e
-        except Exception as e:  # a test bug or an unexpected answer
-            why = "%s: %s" % (type(e).__name__, e)
-    if why is None and not stops and GW is not None and not GW.alive():
-        why = "gwd died (exit %r): %s" % (GW.proc.returncode, GW.stderr()[-600:])
-    dt = time.monotonic() - t0
-    if why is None:
-        passed += 1
-        if VERBOSE:
-            print("ok   %-50s %6.0f ms" % (name, dt * 1000))
-    else:
-        failed += 1
-        print("FAIL e2e-ops/%s: %s" % (name, why.replace("\n", " ")[:900]))
-    sys.stdout.flush()
-    return why is None
+def setup():
+    global MOCK
+    MOCK = Mock().start()
+    setup_mock(MOCK)
+
+
+def run():
+    global GW, ADMIN, ALOG
+    ALOG = os.path.join(TMP, "access.log")
+    try:
+        GW, ADMIN = start_gwd(["--access-log", ALOG], workers=2, name="main")
+    except Fail as e:
+        S.fail("start", str(e), limit=800)
+        GW = None
+    if GW is not None:
+        S.run_tests([GW])
+
+        def shutdown():
+            code = GW.stop(5.0)
+            err = GW.stderr()
+            for pat in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+                check(pat not in err, "sanitizer report in gwd stderr: %s" %
+                      err[max(0, err.find(pat) - 200):err.find(pat) + 600])
+            eq(code, 0, "exit code after SIGTERM")
+        if S.selected("shutdown"):
+            S.run_one("shutdown", shutdown, [GW], after=False)
+
+
+def teardown():
+    if GW is not None:
+        GW.stop(2.0)
+    MOCK.stop()
+    shutil.rmtree(TMP, ignore_errors=True)
+
+
+def stop_main():
+    if GW:
+        GW.stop(1)
 
 
 def main():
-    global MOCK, GW, ADMIN, ALOG, failed
-    if not os.path.exists(GWD_EXE):
-        print("FAIL e2e-ops: %s not found (build it first)" % GWD_EXE)
-        print("0 passed, 1 failed")
-        return 1
-
-    def watchdog():
-        print("FAIL e2e-ops: the suite exceeded 200 s; stopping")
-        sys.stdout.flush()
-        try:
-            if GW:
-                GW.stop(1)
-        finally:
-            os._exit(1)
-    wd = threading.Timer(200, watchdog)
-    wd.daemon = True
-    wd.start()
-    MOCK = Mock().start()
-    setup_mock(MOCK)
-    t_start = time.monotonic()
-    try:
-        ALOG = os.path.join(TMP, "access.log")
-        try:
-            GW, ADMIN = start_gwd(["--access-log", ALOG], workers=2, name="main")
-        except Fail as e:
-            failed += 1
-            print("FAIL e2e-ops/start: %s" % str(e).replace("\n", " ")[:800])
-            GW = None
-        if GW is not None:
-            for name, fn in TESTS:
-                if FILTER and FILTER not in name:
-                    continue
-                run_one(name, fn)
-
-            def shutdown():
-                code = GW.stop(5.0)
-                err = GW.stderr()
-                for pat in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
-                    check(pat not in err, "sanitizer report in gwd stderr: %s" %
-                          err[max(0, err.find(pat) - 200):err.find(pat) + 600])
-                eq(code, 0, "exit code after SIGTERM")
-            if not FILTER or FILTER in "shutdown":
-                run_one("shutdown", shutdown, stops=True)
-    finally:
-        if GW is not None:
-            GW.stop(2.0)
-        MOCK.stop()
-        wd.cancel()
-        shutil.rmtree(TMP, ignore_errors=True)
-    if VERBOSE:
-        print("e2e-ops: %.1f s" % (time.monotonic() - t_start))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return S.main(setup=setup, run=run, teardown=teardown, on_timeout=stop_main,
+                  timeout_summary=False, timing=True)
 
 
 if __name__ == "__main__":

@@ -21,35 +21,17 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from mock import Mock  # noqa: E402
-from gwd import Gwd, Conn, free_port, suite_args  # noqa: E402
+from gwd import Gwd, Conn, free_port  # noqa: E402
+from suite import Suite, Fail, check, eq  # noqa: E402
 
-BUILD, FILTER, VERBOSE = suite_args(sys.argv[1:], ROOT)
-GWD_EXE = os.path.join(BUILD, "gwd")
+S = Suite("e2e-reload", ROOT, watchdog=180, width=40, limit=600)
+BUILD = S.build
+GWD_EXE = S.gwd_exe
 GWC_EXE = os.path.join(BUILD, "gwc")
 
-passed = 0
-failed = 0
-TESTS = []
 MOCK = None
 
-
-class Fail(Exception):
-    pass
-
-
-def test(f):
-    TESTS.append((f.__name__.replace("test_", "", 1), f))
-    return f
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def eq(actual, expected, what):
-    if actual != expected:
-        raise Fail("%s: expected %r, got %r" % (what, expected, actual))
+test = S.test
 
 
 def program(v, delay_path="/slow"):
@@ -455,53 +437,14 @@ def test_stderr_is_json_lines_with_warnings():
     eq(len(warns), 2, "a warn line for the warning at start and at the reload (%r)" % warns)
 
 
-def run_one(name, fn):
-    global passed, failed
-    t0 = time.monotonic()
-    why = None
-    try:
-        fn()
-    except Fail as e:
-        why = str(e)
-    except Exception as e:  # noqa: BLE001
-        why = "%s: %s" % (type(e).__name__, e)
-    if why is None:
-        passed += 1
-        if VERBOSE:
-            print("ok   %-40s %6.0f ms" % (name, (time.monotonic() - t0) * 1000))
-    else:
-        failed += 1
-        print("FAIL e2e-reload/%s: %s" % (name, why.replace("\n", " ")[:600]))
-        sys.stdout.flush()
+def setup():
+    global MOCK
+    MOCK = Mock().start()
+    MOCK.json("/slow", {"ok": True}, delay=1.0)
 
 
 def main():
-    global MOCK, failed
-    if not os.path.exists(GWD_EXE):
-        print("FAIL e2e-reload: %s not found (build it first)" % GWD_EXE)
-        print("0 passed, 1 failed")
-        return 1
-
-    def watchdog():
-        print("FAIL e2e-reload: the suite exceeded 180 s; stopping")
-        print("%d passed, %d failed" % (passed, failed + 1))
-        sys.stdout.flush()
-        os._exit(1)
-    wd = threading.Timer(180, watchdog)
-    wd.daemon = True
-    wd.start()
-    MOCK = Mock().start()
-    MOCK.json("/slow", {"ok": True}, delay=1.0)
-    try:
-        for name, fn in TESTS:
-            if FILTER and FILTER not in name:
-                continue
-            run_one(name, fn)
-    finally:
-        MOCK.stop()
-        wd.cancel()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return S.main(setup=setup, teardown=lambda: MOCK.stop())
 
 
 if __name__ == "__main__":

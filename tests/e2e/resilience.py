@@ -22,33 +22,15 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from mock import Mock  # noqa: E402
-from gwd import Gwd, Conn, free_port, closed_port, suite_args  # noqa: E402
+from gwd import Gwd, Conn, free_port, closed_port  # noqa: E402
+from suite import Suite, Fail, check, eq  # noqa: E402
 
-BUILD, FILTER, VERBOSE = suite_args(sys.argv[1:], ROOT)
-GWD_EXE = os.path.join(BUILD, "gwd")
-
-passed = 0
-failed = 0
-TESTS = []
+S = Suite("e2e-resilience", ROOT, watchdog=300, width=45, limit=800)
+BUILD = S.build
+GWD_EXE = S.gwd_exe
 
 
-class Fail(Exception):
-    pass
-
-
-def test(f):
-    TESTS.append((f.__name__.replace("test_", "", 1), f))
-    return f
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def eq(actual, expected, what):
-    if actual != expected:
-        raise Fail("%s: expected %r, got %r" % (what, expected, actual))
+test = S.test
 
 
 def fill(text, **kw):
@@ -652,48 +634,8 @@ endpoint GET /x { respond { ok: true } }
 
 # ---------------------------------------------------------------- runner
 
-def run_one(name, fn):
-    global passed, failed
-    t0 = time.monotonic()
-    why = None
-    try:
-        fn()
-    except Fail as e:
-        why = str(e)
-    except Exception as e:  # noqa: BLE001
-        why = "%s: %s" % (type(e).__name__, e)
-    if why is None:
-        passed += 1
-        if VERBOSE:
-            print("ok   %-45s %6.0f ms" % (name, (time.monotonic() - t0) * 1000))
-    else:
-        failed += 1
-        print("FAIL e2e-resilience/%s: %s" % (name, why.replace("\n", " ")[:800]))
-    sys.stdout.flush()
-
-
 def main():
-    global failed
-    if not os.path.exists(GWD_EXE):
-        print("FAIL e2e-resilience: %s not found (build it first)" % GWD_EXE)
-        print("0 passed, 1 failed")
-        return 1
-
-    def watchdog():
-        print("FAIL e2e-resilience: the suite exceeded 300 s; stopping")
-        print("%d passed, %d failed" % (passed, failed + 1))
-        sys.stdout.flush()
-        os._exit(1)
-    wd = threading.Timer(300, watchdog)
-    wd.daemon = True
-    wd.start()
-    for name, fn in TESTS:
-        if FILTER and FILTER not in name:
-            continue
-        run_one(name, fn)
-    wd.cancel()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return S.main()
 
 
 if __name__ == "__main__":

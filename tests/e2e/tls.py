@@ -27,7 +27,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 
@@ -38,14 +37,14 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from mock import Mock, stream_digest  # noqa: E402
-from gwd import Gwd, Conn, HTTPError, free_port, suite_args  # noqa: E402
+from gwd import Gwd, Conn, free_port  # noqa: E402
+from suite import Suite, Fail, check, eq  # noqa: E402
 
-BUILD, FILTER, VERBOSE = suite_args(sys.argv[1:], ROOT)
-GWD_EXE = os.path.join(BUILD, "gwd")
+S = Suite("e2e-tls", ROOT, watchdog=200, width=50, limit=700, http_errors=True)
+BUILD = S.build
+GWD_EXE = S.gwd_exe
 
-passed = 0
-failed = 0
-TESTS = []          # (name, group, fn)
+TESTS = []          # (name, group, fn): run by group, not by S.run_tests
 TMP = tempfile.mkdtemp(prefix="gw-e2e-tls-")
 CERTS = os.path.join(TMP, "certs")
 MOCK = HMOCK = RMOCK = MMOCK = None
@@ -53,25 +52,11 @@ GW = GC = GR = None
 STREAM_SIZE = 3 * 1024 * 1024
 
 
-class Fail(Exception):
-    pass
-
-
 def test(group="main", name=None):
     def reg(f):
         TESTS.append((name or f.__name__.replace("test_", "", 1), group, f))
         return f
     return reg
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def eq(actual, expected, what):
-    if actual != expected:
-        raise Fail("%s: expected %r, got %r" % (what, expected, actual))
 
 
 # ---------------------------------------------------------------- certificates
@@ -922,38 +907,6 @@ def test_reload_never_turns_tls_plain():
 
 # ---------------------------------------------------------------- runner
 
-def run_one(name, fn, gws):
-    global passed, failed
-    t0 = time.monotonic()
-    why = None
-    dead = [g for g in gws if g is not None and not g.alive()]
-    if dead:
-        why = "gwd is not running"
-    else:
-        try:
-            fn()
-        except Fail as e:
-            why = str(e)
-        except HTTPError as e:
-            why = "HTTP: %s" % e
-        except Exception as e:  # a test bug or an unexpected answer
-            why = "%s: %s" % (type(e).__name__, e)
-    if why is None:
-        for g in gws:
-            if g is not None and not g.alive():
-                why = "gwd died (exit %r): %s" % (g.proc.returncode, g.stderr()[-600:])
-    dt = time.monotonic() - t0
-    if why is None:
-        passed += 1
-        if VERBOSE:
-            print("ok   %-50s %6.0f ms" % (name, dt * 1000))
-    else:
-        failed += 1
-        print("FAIL e2e-tls/%s: %s" % (name, why.replace("\n", " ")[:700]))
-    sys.stdout.flush()
-    return why is None
-
-
 def shutdown_check(g, label):
     def fn():
         code = g.stop(5.0)
@@ -963,53 +916,32 @@ def shutdown_check(g, label):
             check(pat not in err, "sanitizer report in gwd stderr: %s" %
                   err[max(0, err.find(pat) - 200):err.find(pat) + 600])
         eq(code, 0, "exit code after SIGTERM")
-    if not FILTER or FILTER in label:
-        run_one(label, fn, [])
+    if S.selected(label):
+        S.run_one(label, fn, [])
 
 
 def selected(group):
-    return any(g == group and (not FILTER or FILTER in n) for n, g, _ in TESTS)
+    return any(g == group and S.selected(n) for n, g, _ in TESTS)
 
 
 def run_group(group, gws):
     for name, g, fn in TESTS:
-        if g == group and (not FILTER or FILTER in name):
-            run_one(name, fn, gws)
+        if g == group and S.selected(name):
+            S.run_one(name, fn, gws)
 
 
 def fixture(group, start, label):
-    global failed
     if not selected(group):
         return None
     err = start()
     if err:
-        failed += 1
-        print("FAIL e2e-tls/%s: %s" % (label, err.replace("\n", " ")[:800]))
+        S.fail(label, err, limit=800)
         return None
     return True
 
 
-def main():
-    global MOCK, HMOCK, RMOCK, MMOCK, failed
-    if not os.path.exists(GWD_EXE):
-        print("FAIL e2e-tls: %s not found (build it first)" % GWD_EXE)
-        print("0 passed, 1 failed")
-        return 1
-    t_start = time.monotonic()
-
-    def watchdog():
-        print("FAIL e2e-tls: the suite exceeded 200 s; stopping")
-        sys.stdout.flush()
-        for g in (GW, GC, GR):
-            try:
-                if g:
-                    g.stop(1)
-            except Exception:
-                pass
-        os._exit(1)
-    wd = threading.Timer(200, watchdog)
-    wd.daemon = True
-    wd.start()
+def setup():
+    global MOCK, HMOCK, RMOCK, MMOCK
     try:
         make_certs()
     except Exception as e:
@@ -1023,35 +955,49 @@ def main():
     for m in (MOCK, HMOCK, RMOCK, MMOCK):
         setup_mock(m)
         m.start()
-    try:
-        if fixture("main", start_main, "main_start"):
-            run_group("main", [GW])
-            shutdown_check(GW, "main_shutdown")
-        if fixture("cli", start_cli, "cli_start"):
-            run_group("cli", [GC])
-            shutdown_check(GC, "cli_shutdown")
-        run_group("start", [])
-        if fixture("reload", start_reload, "reload_start"):
-            run_group("reload", [GR])
-            shutdown_check(GR, "reload_shutdown")
-    finally:
-        for g in (GW, GC, GR):
-            if g is not None:
-                try:
-                    g.stop(2.0)
-                except Exception:
-                    pass
-        for m in (MOCK, HMOCK, RMOCK, MMOCK):
+    return None
+
+
+def run():
+    if fixture("main", start_main, "main_start"):
+        run_group("main", [GW])
+        shutdown_check(GW, "main_shutdown")
+    if fixture("cli", start_cli, "cli_start"):
+        run_group("cli", [GC])
+        shutdown_check(GC, "cli_shutdown")
+    run_group("start", [])
+    if fixture("reload", start_reload, "reload_start"):
+        run_group("reload", [GR])
+        shutdown_check(GR, "reload_shutdown")
+
+
+def teardown():
+    for g in (GW, GC, GR):
+        if g is not None:
             try:
-                m.stop()
+                g.stop(2.0)
             except Exception:
                 pass
-        wd.cancel()
-        shutil.rmtree(TMP, ignore_errors=True)
-    if VERBOSE:
-        print("e2e-tls: %.1f s" % (time.monotonic() - t_start))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    for m in (MOCK, HMOCK, RMOCK, MMOCK):
+        try:
+            m.stop()
+        except Exception:
+            pass
+    shutil.rmtree(TMP, ignore_errors=True)
+
+
+def stop_all():
+    for g in (GW, GC, GR):
+        try:
+            if g:
+                g.stop(1)
+        except Exception:
+            pass
+
+
+def main():
+    return S.main(setup=setup, run=run, teardown=teardown, on_timeout=stop_all,
+                  timeout_summary=False, timing=True)
 
 
 if __name__ == "__main__":
