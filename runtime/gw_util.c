@@ -201,6 +201,25 @@ int gw_edit_distance(const char *a, const char *b) {
   return d[la][lb] > 99 ? 99 : d[la][lb];
 }
 
+void gw_hex(char *out, const void *p, size_t n) {
+  static const char d[] = "0123456789abcdef";
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) { out[2 * i] = d[b[i] >> 4]; out[2 * i + 1] = d[b[i] & 15]; }
+  out[2 * n] = 0;
+}
+
+size_t gw_form_decode(char *out, const char *s, size_t n) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '+') out[k++] = ' ';
+    else if (s[i] == '%' && i + 2 < n && gw_hexval(s[i + 1]) >= 0 && gw_hexval(s[i + 2]) >= 0) {
+      out[k++] = (char)(gw_hexval(s[i + 1]) * 16 + gw_hexval(s[i + 2]));
+      i += 2;
+    } else out[k++] = s[i];
+  }
+  return k;
+}
+
 int gw_utf8_valid(const void *p, size_t n) {
   const unsigned char *s = p;
   size_t i = 0;

@@ -69,6 +69,18 @@ void gw_sha256(const void *p, size_t n, unsigned char out[32]);
 ** with errno set. Refuses files larger than max bytes (errno = EFBIG). */
 int gw_read_file(const char *path, size_t max, char **data, size_t *len);
 
+/* The value of hex digit c, or -1. */
+static inline int gw_hexval(int c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+/* p[0..n) in lower-case hex at out (2n bytes and a NUL). */
+void gw_hex(char *out, const void *p, size_t n);
+/* A form-encoded component s[0..n) ('+' is a space, %XX a byte; a '%' not
+** followed by two hex digits stays) decoded at out, which has room for n
+** bytes; returns the decoded length (no NUL added). */
+size_t gw_form_decode(char *out, const char *s, size_t n);
+
 /* Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing
 ** past U+10FFFF. NUL bytes are allowed (callers that refuse them check).
 ** The one validator of the tree: the lexer, the .gwb verifier, the HTTP

@@ -197,10 +197,6 @@ void gwr_alog_buf_str(GwBuf *b, const char *s, size_t n) {
   b->n = (size_t)(gwr_alog_str(b->p + b->n, s, n) - b->p);
 }
 
-static int hexv(int c) {
-  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 static int ends_with(const char *s, size_t n, const char *suf) {
   size_t m = strlen(suf);
   return n >= m && !memcmp(s + n - m, suf, m);
@@ -208,18 +204,11 @@ static int ends_with(const char *s, size_t n, const char *suf) {
 
 /* Whether a query parameter named raw[0..n) (form-encoded) may carry a secret. */
 static int secret_name(const char *raw, size_t n, const char *const *names, int nnames) {
-  char d[128];
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    int c = (unsigned char)raw[i];
-    if (c == '+') c = ' ';
-    else if (c == '%' && i + 2 < n && hexv(raw[i + 1]) >= 0 && hexv(raw[i + 2]) >= 0) {
-      c = hexv(raw[i + 1]) * 16 + hexv(raw[i + 2]);
-      i += 2;
-    }
-    if (k == sizeof d) return 1;                 /* a name this long: mask it rather than guess */
-    d[k++] = (char)tolower(c);
-  }
+  char d[3 * 128];
+  if (n > sizeof d) return 1;                    /* a name this long: mask it rather than guess */
+  size_t k = gw_form_decode(d, raw, n);          /* decoded as the query parser decodes it */
+  if (k > 128) return 1;
+  for (size_t i = 0; i < k; i++) d[i] = (char)tolower((unsigned char)d[i]);
   for (int i = 0; i < nnames; i++)
     if (strlen(names[i]) == k && !strncasecmp(names[i], d, k)) return 1;
   static const char *const suffixes[] = { "token", "key", "secret", "password", "passwd", "signature", "credential" };

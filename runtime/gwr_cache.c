@@ -414,12 +414,11 @@ int gwr_cache_request_key(const GwrProg *g, uint32_t e, GwrVm *vm, int method, c
   return 0;
 }
 
-/* The gateway's own per-request headers: not part of a call's key. */
+/* The gateway's own per-request headers and the forwarding ones: not part of
+** a call's key (gw_header_class is the one list of them). */
 static int per_request_header(const char *h) {
-  static const char *const names[] = { "x-request-id:", "traceparent:", "x-forwarded-for:", "x-forwarded-proto:" };
-  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-    if (!strncasecmp(h, names[i], strlen(names[i]))) return 1;
-  return 0;
+  const char *c = strchr(h, ':');
+  return c && (gw_header_class(h, (size_t)(c - h)) & (GW_HDR_GATEWAY | GW_HDR_FORWARDING)) != 0;
 }
 
 void gwr_cache_call_key(const GwrProg *g, uint32_t call, const char *method, const char *url, size_t url_len,

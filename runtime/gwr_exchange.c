@@ -1118,24 +1118,11 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg) {
 
 /* ---- request inputs --------------------------------------------------------------- */
 
-static int hexval(int c) {
-  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-
-/* Decode a form-encoded component (%XX and '+'). */
+/* Decode a form-encoded component (%XX and '+') into the arena. */
 static char *form_decode(GwArena *a, const char *s, size_t n, size_t *out) {
-  char *d = gw_arena_alloc(a, n + 1);
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] == '+') d[k++] = ' ';
-    else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-      d[k++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-      i += 2;
-    } else d[k++] = s[i];
-  }
-  d[k] = 0;
-  *out = k;
+  char *d = gw_arena_alloc_raw(a, n + 1);
+  *out = gw_form_decode(d, s, n);
+  d[*out] = 0;
   return d;
 }
 
@@ -1858,12 +1845,7 @@ static void make_reqid(GwrExchange *ex, const GwrHttpReq *r) {
   }
   const unsigned char *rnd = pool + sizeof pool - left;
   left -= 8;
-  static const char hex[] = "0123456789abcdef";
-  for (int i = 0; i < 8; i++) {
-    ex->reqid[2 * i] = hex[rnd[i] >> 4];
-    ex->reqid[2 * i + 1] = hex[rnd[i] & 15];
-  }
-  ex->reqid[16] = 0;
+  gw_hex(ex->reqid, rnd, 8);
 }
 
 /* traceparent: version-traceid-parentid-flags in lower-case hex (W3C). */

@@ -252,7 +252,8 @@ static void finish(GwrFetchXfer *x, CURLcode rc) {
   ** request was about to be sent, or some of it was (gwr_fetch_sent) */
   curl_off_t pre = 0;
   long reqsize = 0;
-  if (x->easy) {
+  if (kind == GWR_FETCH_OK) reqsize = 1;        /* an answer came: it was sent (only failures ask) */
+  else if (x->easy) {
     curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
     curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &reqsize);
   }

@@ -83,12 +83,6 @@ static int is_tchar(unsigned char c) {
 }
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
-static int hexval(unsigned char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c; }
 
 /* Case-insensitive s[0..n) == lit. */
@@ -485,9 +479,9 @@ static int valid_chunk_ext(const char *s, size_t n) {
 static int chunk_size_line(GwrHttpParser *p, const char *s, size_t n) {
   uint64_t x = 0;
   size_t i = 0;
-  for (; i < n && hexval((unsigned char)s[i]) >= 0; i++) {
+  for (; i < n && gw_hexval((unsigned char)s[i]) >= 0; i++) {
     if (x > (UINT64_MAX >> 4)) return fail(p, 400, "chunk size overflow");
-    x = x << 4 | (uint64_t)hexval((unsigned char)s[i]);
+    x = x << 4 | (uint64_t)gw_hexval((unsigned char)s[i]);
   }
   if (i == 0) return fail(p, 400, "invalid chunk size");
   if (i < n && !valid_chunk_ext(s + i, n - i)) return fail(p, 400, "invalid chunk size");
@@ -668,8 +662,8 @@ int gwr_path_normalize(GwArena *a, const char *target, size_t n, GwrPath *out, c
     for (const char *x = b; x < c; x++) {
       unsigned char ch = (unsigned char)*x;
       if (ch == '%') {
-        int h1 = x + 1 < c ? hexval((unsigned char)x[1]) : -1;
-        int h2 = x + 2 < c ? hexval((unsigned char)x[2]) : -1;
+        int h1 = x + 1 < c ? gw_hexval((unsigned char)x[1]) : -1;
+        int h2 = x + 2 < c ? gw_hexval((unsigned char)x[2]) : -1;
         if (h1 < 0 || h2 < 0) { *err = "invalid percent-encoding"; return 400; }
         unsigned char v = (unsigned char)(h1 << 4 | h2);
         if (v == 0) { *err = "%00 in path"; return 400; }

@@ -535,7 +535,7 @@ static int cache_get(GwrJwt *j, const unsigned char h[32], double now, GwArena *
     } else if (now < e->nbf) {
       *reason = "not yet valid";
       rc = 401;
-    } else if ((text = gw_arena_alloc(a, e->len + 1))) {
+    } else if ((text = gw_arena_alloc_raw(a, e->len + 1))) {
       memcpy(text, e->text, e->len);
       len = e->len;
       rc = 0;
@@ -627,7 +627,7 @@ static int jwks_fetch(GwrJwt *j) {
     goto out;
   }
   unsigned char sha[32];
-  SHA256((const unsigned char *)(b.p ? b.p : ""), b.n, sha);
+  gw_sha256(b.p ? b.p : "", b.n, sha);
   if (j->have_doc && !memcmp(sha, j->doc_sha, 32)) { ret = 0; goto out; }   /* unchanged */
   char err[200];
   KeySet *s = jwks_parse(j, b.p ? b.p : "", b.n, err, sizeof err);
@@ -834,7 +834,7 @@ int gwr_jwt_verify(GwrJwt *j, const char *tok, size_t n, int64_t now_s, GwArena 
   double now = (double)now_s;
 
   unsigned char h[32];
-  SHA256((const unsigned char *)tok, n, h);
+  gw_sha256(tok, n, h);
   int rc = cache_get(j, h, now, a, claims, reason);
   if (rc != 1) return rc;
   rc = 0;

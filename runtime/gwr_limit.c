@@ -41,12 +41,6 @@ static void normalize(uint32_t *count, uint32_t *period_ms, uint32_t *burst) {
   if (!*burst) *burst = *count;
 }
 
-static void hex(const unsigned char *p, size_t n, char *out) {
-  static const char d[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) { out[2 * i] = d[p[i] >> 4]; out[2 * i + 1] = d[p[i] & 15]; }
-  out[2 * n] = 0;
-}
-
 /* ---- SipHash-1-3 (seeded: hash flooding with chosen keys does not work) ---------- */
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
@@ -387,7 +381,7 @@ size_t gwr_redis_key(const char *limit, size_t limit_len, const char *key, size_
   if (key_len > GWR_LIMIT_MAX_KEY) {
     unsigned char d[32];
     gw_sha256(key, key_len, d);
-    hex(d, 32, hx);
+    gw_hex(hx, d, 32);
     key = hx;
     key_len = 64;
   }
@@ -781,7 +775,7 @@ GwrRedis *gwr_redis_new(struct event_base *base, const char *url, uint32_t timeo
     free(r->user); free(r->pass); free(r);
     return NULL;
   }
-  hex(d, 20, r->sha);
+  gw_hex(r->sha, d, 20);
   r->tmo = evtimer_new(base, on_timeout, r);
   r->failev = evtimer_new(base, on_failev, r);
   r->retryev = evtimer_new(base, on_retryev, r);

@@ -143,12 +143,8 @@ static void flush_out(evutil_socket_t fd, short what, void *arg) {
 
 static size_t put(char *b, size_t n, const char *s, size_t len) { memcpy(b + n, s, len); return n + len; }
 
-static size_t put_u64(char *b, size_t n, uint64_t v) {
-  char t[24];
-  size_t k = sizeof t;
-  do { t[--k] = (char)('0' + v % 10); v /= 10; } while (v);
-  return put(b, n, t + k, sizeof t - k);
-}
+/* a number, written by the access log's formatter (the one number writer) */
+static size_t put_u64(char *b, size_t n, uint64_t v) { return (size_t)(gwr_alog_u64(b + n, v) - b); }
 
 /* RFC 9110 6.6.1: a server with a clock sends Date, in IMF-fixdate. Formatted
 ** once a second per worker, from the loop's cached time (no system call). */

@@ -25,20 +25,7 @@
 
 #include "gwr_backend.h"
 
-static int passed, failed;
-
-static void ok(const char *name) { passed++; printf("ok   %s\n", name); }
-static void bad(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bad(const char *name, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  failed++;
-  printf("FAIL %s: ", name);
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-}
-#define CHECK(cond, name, ...) do { if (cond) ok(name); else bad(name, __VA_ARGS__); } while (0)
+#include "check.h"
 
 static const char *const URLS[] = { "http://a", "http://b", "http://c" };
 
@@ -306,6 +293,5 @@ int main(void) {
   test_breaker();
   test_slots();
   test_threads();
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+  return summary();
 }

@@ -23,20 +23,7 @@
 #include "gwr.h"
 #include "gwr_cache.h"
 
-static int passed, failed;
-
-static void ok(const char *name) { passed++; printf("ok   %s\n", name); }
-static void bad(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bad(const char *name, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  failed++;
-  printf("FAIL %s: ", name);
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-}
-#define CHECK(cond, name, ...) do { if (cond) ok(name); else bad(name, __VA_ARGS__); } while (0)
+#include "check.h"
 
 static void key_of(unsigned char key[32], const char *s) { gw_sha256(s, strlen(s), key); }
 
@@ -416,6 +403,5 @@ int main(void) {
   test_resp_codec();
   test_keys();
   test_threads();
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+  return summary();
 }

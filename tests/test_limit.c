@@ -38,20 +38,7 @@
 
 #include "gwr_limit.h"
 
-static int passed, failed;
-
-static void ok(const char *name) { passed++; printf("ok   %s\n", name); }
-static void bad(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bad(const char *name, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  failed++;
-  printf("FAIL %s: ", name);
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-}
-#define CHECK(cond, name, ...) do { if (cond) ok(name); else bad(name, __VA_ARGS__); } while (0)
+#include "check.h"
 
 static uint64_t mono_us(void) {
   struct timespec ts;
@@ -735,6 +722,5 @@ int main(void) {
   test_local_memory();
   test_local_threads();
   test_redis();
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+  return summary();
 }

@@ -1548,7 +1548,7 @@ def main():
                     err = GW.stderr()
                     for pat in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
                         check(pat not in err, "sanitizer report in gwd stderr: %s" %
-                              err[err.find(pat) - 200:err.find(pat) + 600])
+                              err[max(0, err.find(pat) - 200):err.find(pat) + 600])
                     eq(code, 0, "exit code after SIGTERM")
                 run_one("shutdown", shutdown, needs_gwd=False)
     finally:
